@@ -1,0 +1,105 @@
+"""Calling the IPAM plugin named in `ipam.type`.
+
+Our own IPAM runs in-process (same code as the standalone `calico-py-ipam`);
+any other plugin is executed from CNI_PATH as the spec describes, with the
+same stdin, and its result or error code carried through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import replace
+from typing import Any
+
+from . import results
+from .errors import CNIError, Code
+from .request import Request
+
+IN_PROCESS_TYPE = "calico-py-ipam"
+# An IPAM plugin that neither answers nor exits within this bound is an error.
+EXEC_TIMEOUT_SECONDS = 120
+
+
+def find_plugin(ipam_type: str, search_path: tuple[str, ...]) -> str:
+    if "/" in ipam_type:
+        raise CNIError(
+            Code.INVALID_NETWORK_CONFIG,
+            f"invalid network config: ipam.type {ipam_type!r} must be a plugin name, not a path",
+            "ipam.type",
+        )
+    for directory in search_path:
+        candidate = os.path.join(directory, ipam_type)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CNIError(
+        Code.INVALID_NETWORK_CONFIG,
+        f"invalid network config: ipam.type {ipam_type!r} was not found in CNI_PATH "
+        f"({':'.join(search_path) or 'empty'})",
+        "ipam.type",
+    )
+
+
+def call(command: str, request: Request, raw: dict[str, Any], ipam_type: str) -> results.Result | None:
+    """Run `command` of the IPAM plugin; returns its result for ADD, else None."""
+    sub_request = replace(request, command=command)
+    if ipam_type == IN_PROCESS_TYPE:
+        from ipam.plugin import execute
+
+        return execute(sub_request, raw)
+    return _exec(find_plugin(ipam_type, request.path), sub_request, raw)
+
+
+def _exec(executable: str, request: Request, raw: dict[str, Any]) -> results.Result | None:
+    env = dict(os.environ)
+    env.update(
+        CNI_COMMAND=request.command,
+        CNI_CONTAINERID=request.container_id,
+        CNI_NETNS=request.netns,
+        CNI_IFNAME=request.ifname,
+        CNI_ARGS=";".join(f"{k}={v}" for k, v in request.args.items()),
+        CNI_PATH=":".join(request.path),
+    )
+    try:
+        proc = subprocess.run(
+            [executable], input=json.dumps(raw).encode(), env=env,
+            capture_output=True, timeout=EXEC_TIMEOUT_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        raise CNIError(
+            Code.TRY_AGAIN_LATER,
+            f"IPAM plugin {executable} did not answer {request.command} "
+            f"within {EXEC_TIMEOUT_SECONDS} s",
+        ) from None
+    except OSError as err:
+        raise CNIError(Code.IO_FAILURE, f"cannot run IPAM plugin {executable}: {err}") from None
+    output = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise _plugin_error(executable, request.command, output, proc.stderr)
+    if request.command != "ADD":
+        return None
+    try:
+        return results.from_json(json.loads(output), f"result of IPAM plugin {executable}")
+    except ValueError:
+        raise CNIError(
+            Code.IPAM_FAILURE,
+            f"IPAM plugin {executable} printed something that is not a JSON result",
+            output[:200],
+        ) from None
+
+
+def _plugin_error(executable: str, command: str, output: str, stderr: bytes) -> CNIError:
+    try:
+        payload = json.loads(output)
+        return CNIError(
+            int(payload["code"]),
+            f"IPAM plugin {os.path.basename(executable)}: {payload.get('msg', '')}",
+            str(payload.get("details", "")),
+        )
+    except (ValueError, KeyError, TypeError):
+        return CNIError(
+            Code.IPAM_FAILURE,
+            f"IPAM plugin {executable} failed {command} without a CNI error",
+            (output or stderr.decode(errors="replace"))[:300],
+        )

@@ -1,0 +1,83 @@
+"""Entry point: a CNI invocation when CNI_COMMAND is set, else a command-line tool.
+
+`main` takes its I/O as arguments so tests and a long-lived agent can run the
+very same function the executable runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO, TextIO
+
+from . import logs, versions
+from .errors import CNIError, Code
+from .request import Request, from_environ
+
+IPAM_PROGRAM = "calico-py-ipam"
+
+Handler = Callable[[Request], "dict[str, Any] | None"]
+
+
+def _requested_version(stdin: bytes) -> str:
+    """The version to write an error in: the request's if we speak it."""
+    try:
+        version = json.loads(stdin).get("cniVersion")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return versions.LATEST
+    return version if version in versions.SUPPORTED_VERSIONS else versions.LATEST
+
+
+def _handler_for(program: str) -> Handler:
+    if program == IPAM_PROGRAM:
+        from ipam.plugin import handle as ipam_handle
+
+        return ipam_handle
+    from .plugin import handle
+
+    return handle
+
+
+def serve(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, dict[str, Any] | None]:
+    """Run one CNI request; returns the exit code and the JSON to print (if any)."""
+    logs.configure()
+    try:
+        request = from_environ(environ, stdin)
+        if request.command == "VERSION":
+            return 0, versions.version_info()
+        return 0, _handler_for(program)(request)
+    except CNIError as err:
+        logs.log.warning("%s failed: %s", environ.get("CNI_COMMAND", "?"), err)
+        return 1, err.to_json(_requested_version(stdin))
+    except Exception as err:  # noqa: BLE001 - the one place unexpected errors become CNI errors
+        where = logs.record_internal_error(
+            f"internal error in {environ.get('CNI_COMMAND', '?')}: {err!r}",
+            traceback.format_exc(),
+        )
+        internal = CNIError(
+            Code.INTERNAL,
+            f"internal error: {type(err).__name__}: {err}",
+            f"traceback written to {where}",
+        )
+        return 1, internal.to_json(_requested_version(stdin))
+
+
+def main(environ: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, argv: list[str]) -> int:
+    program = os.path.basename(argv[0]) if argv else "calico-py"
+    if not environ.get("CNI_COMMAND"):
+        from .cli import run_cli
+
+        return run_cli(argv[1:], program, stdout)
+    code, payload = serve(environ, stdin.read(), program)
+    if payload is not None:
+        stdout.write(json.dumps(payload))
+        stdout.write("\n")
+        stdout.flush()
+    return code
+
+
+def run() -> None:
+    sys.exit(main(os.environ, sys.stdin.buffer, sys.stdout, sys.argv))

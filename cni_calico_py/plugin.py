@@ -1,0 +1,23 @@
+"""The CNI handler of the main plugin: request -> config -> IPAM -> dataplane -> result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import config, logs, results
+from .request import Request
+
+
+def handle(request: Request) -> dict[str, Any] | None:
+    raw = config.decode_json(request.stdin)
+    version = config.check_version(raw, request.command)
+    netconf = config.parse_netconf(raw)
+    logs.configure(netconf.log_level, netconf.log_file_path)
+    logs.log.info(
+        "%s container=%s ifname=%s netns=%s",
+        request.command, request.container_id, request.ifname, request.netns,
+    )
+    from . import commands
+
+    outcome = commands.dispatch(request, netconf, raw)
+    return results.to_json(outcome, version) if outcome is not None else None
