@@ -45,7 +45,7 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
     if options.command == "ipam" and options.ipam_command == "show":
         from ipam.show import show
 
-        return show(options.conf, options.json, stdout)
+        return int(show(options.conf, options.json, stdout))
     if options.command == "ipam":
         parser.parse_args(["ipam", "--help"])
     stdout.write(ABOUT.format(prog=program) + "\n")

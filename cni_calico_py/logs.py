@@ -23,9 +23,9 @@ _configured_file: str | None = None
 def configure(level: str = "warning", path: str | None = None) -> None:
     global _configured_file
     root = logging.getLogger(LOGGER_NAME)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
     handler: logging.Handler
     if path:
         try:

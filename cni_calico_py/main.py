@@ -52,7 +52,7 @@ def serve(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, 
     except CNIError as err:
         logs.log.warning("%s failed: %s", environ.get("CNI_COMMAND", "?"), err)
         return 1, err.to_json(_requested_version(stdin))
-    except Exception as err:  # noqa: BLE001 - the one place unexpected errors become CNI errors
+    except Exception as err:
         where = logs.record_internal_error(
             f"internal error in {environ.get('CNI_COMMAND', '?')}: {err!r}",
             traceback.format_exc(),

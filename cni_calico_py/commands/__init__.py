@@ -1,0 +1,33 @@
+"""One module per CNI verb; each takes the request and its parsed config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import NetConf
+from ..request import Request
+from ..results import Result
+
+
+def dispatch(request: Request, netconf: NetConf, raw: dict[str, Any]) -> Result | None:
+    if request.command == "ADD":
+        from .add import add
+
+        return add(request, netconf, raw)
+    if request.command == "DEL":
+        from .delete import delete
+
+        delete(request, netconf, raw)
+        return None
+    if request.command == "CHECK":
+        from .check import check
+
+        check(request, netconf, raw)
+        return None
+    from .housekeeping import gc, status
+
+    if request.command == "GC":
+        gc(request, netconf, raw)
+    else:
+        status(request, netconf, raw)
+    return None

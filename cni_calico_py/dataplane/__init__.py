@@ -1,0 +1,1 @@
+"""The kernel side of a pod attachment, through netlink (pyroute2)."""

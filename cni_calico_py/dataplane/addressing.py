@@ -1,0 +1,99 @@
+"""Pod addresses and routes, and the node's /32 (/128) route to each pod address."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CNIError, Code
+from ..results import IPAddress, Route
+from . import netlink
+from .constants import MAIN_TABLE, PROTO_BOOT, SCOPE_LINK, family, host_prefixlen, pod_gateway
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+
+def pod_routes(addresses: Sequence[IPAddress], custom: Sequence[Route]) -> list[Route]:
+    """The routes a pod gets: per address family the custom ones, else a default route.
+
+    Every route goes through the node (the family's fixed gateway), the only
+    neighbour a pod has.
+    """
+    out: list[Route] = []
+    for version in sorted({a.version for a in addresses}):
+        wanted = [r for r in custom if r.dst.version == version]
+        dsts = [r.dst for r in wanted] or [ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")]
+        out.extend(Route(dst=dst, gw=pod_gateway(version)) for dst in dsts)
+    return out
+
+
+def configure_pod(pod: IPRoute, index: int, addresses: Sequence[IPAddress], routes: Sequence[Route]) -> None:
+    for address in addresses:
+        try:
+            pod.addr("add", index=index, address=str(address), prefixlen=host_prefixlen(address.version))
+        except Exception as err:
+            raise netlink.failure(f"adding {address} to the pod interface", err) from err
+    if any(a.version == 4 for a in addresses):
+        # The gateway is on-link only through this route; the default route needs it.
+        gateway = str(pod_gateway(4))
+        _add_route(pod, "pod", dst=f"{gateway}/32", oif=index, scope=SCOPE_LINK)
+    for route in routes:
+        _add_route(
+            pod, "pod", dst=str(route.dst), gateway=str(route.gw), oif=index,
+            family=family(route.dst.version),
+        )
+
+
+def _add_route(handle: IPRoute, where: str, **spec: Any) -> None:
+    try:
+        handle.route("add", proto=PROTO_BOOT, **spec)
+    except Exception as err:
+        if netlink.is_exists(err):
+            return
+        raise netlink.failure(f"adding {where} route {spec.get('dst')}", err) from err
+
+
+def routes_to(handle: IPRoute, address: IPAddress) -> list[Any]:
+    prefixlen = host_prefixlen(address.version)
+    return [
+        r for r in handle.route("dump", family=family(address.version))
+        if r.get("dst") == str(address) and r["dst_len"] == prefixlen
+        and r.get("table", MAIN_TABLE) == MAIN_TABLE
+    ]
+
+
+def add_host_route(host: IPRoute, address: IPAddress, host_index: int, host_name: str) -> None:
+    """`<ip>/32 dev caliX scope link`; an identical route is fine, one elsewhere an error."""
+    prefixlen = host_prefixlen(address.version)
+    spec: dict[str, Any] = {
+        "dst": f"{address}/{prefixlen}", "oif": host_index, "family": family(address.version),
+        "proto": PROTO_BOOT,
+    }
+    if address.version == 4:
+        spec["scope"] = SCOPE_LINK
+    try:
+        host.route("add", **spec)
+        return
+    except Exception as err:
+        if not netlink.is_exists(err):
+            raise netlink.failure(f"adding node route {address}/{prefixlen} via {host_name}", err) from err
+    for route in routes_to(host, address):
+        oif = route.get("oif")
+        if oif == host_index:
+            return
+        other = _name_of(host, oif) if oif else f"a {route['type']} route"
+        raise CNIError(
+            Code.ADDRESS_CONFLICT,
+            f"route {address}/{prefixlen} already exists for interface {other}, "
+            f"not for {host_name}: refusing to take over another pod's address",
+            f"remove the stale route (ip route del {address}/{prefixlen}) if {other} is gone",
+        )
+
+
+def _name_of(host: IPRoute, index: int) -> str:
+    try:
+        return str(netlink.link_attrs(host, index)["ifname"])
+    except Exception:
+        return f"ifindex {index}"

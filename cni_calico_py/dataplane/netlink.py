@@ -1,0 +1,72 @@
+"""Netlink handles for the node and for one pod, and netlink errors as CNI errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CNIError, Code
+from .netns import require
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+
+def netlink_error_code(err: BaseException) -> int | None:
+    return getattr(err, "code", None)
+
+
+def is_exists(err: BaseException) -> bool:
+    return netlink_error_code(err) == errno.EEXIST
+
+
+def is_missing(err: BaseException) -> bool:
+    return netlink_error_code(err) in (errno.ENODEV, errno.ESRCH, errno.ENOENT)
+
+
+def failure(what: str, err: BaseException) -> CNIError:
+    code = netlink_error_code(err)
+    reason = os.strerror(code) if isinstance(code, int) else str(err)
+    return CNIError(Code.DATAPLANE_FAILURE, f"{what}: {reason}")
+
+
+@contextmanager
+def host_handle() -> Iterator[IPRoute]:
+    from pyroute2 import IPRoute
+
+    handle = IPRoute()
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@contextmanager
+def pod_handle(netns_path: str) -> Iterator[IPRoute]:
+    """A handle bound to the pod's netns; raises NetnsNotFound if it is gone."""
+    require(netns_path)
+    from pyroute2 import IPRoute
+
+    handle = IPRoute(netns=netns_path)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def link_index(handle: IPRoute, ifname: str) -> int | None:
+    found = handle.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def link_attrs(handle: IPRoute, index: int) -> dict[str, Any]:
+    msg = handle.link("get", index=index)[0]
+    return {
+        "ifname": msg.get("ifname"),
+        "address": msg.get("address"),
+        "mtu": msg.get("mtu"),
+        "up": bool(msg["flags"] & 1),
+    }
