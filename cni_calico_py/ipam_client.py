@@ -41,6 +41,16 @@ def find_plugin(ipam_type: str, search_path: tuple[str, ...]) -> str:
     )
 
 
+def preflight(request: Request, raw: dict[str, Any], ipam_type: str) -> None:
+    """Refuse early a config the IPAM cannot serve: its plugin missing or its section invalid."""
+    if ipam_type == IN_PROCESS_TYPE:
+        from ipam.plugin import validate
+
+        validate(raw)
+    else:
+        find_plugin(ipam_type, request.path)
+
+
 def call(command: str, request: Request, raw: dict[str, Any], ipam_type: str) -> results.Result | None:
     """Run `command` of the IPAM plugin; returns its result for ADD, else None."""
     sub_request = replace(request, command=command)

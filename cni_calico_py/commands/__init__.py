@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import ipam_client
 from ..config import NetConf
 from ..request import Request
 from ..results import Result
 
 
 def dispatch(request: Request, netconf: NetConf, raw: dict[str, Any]) -> Result | None:
+    # A config the IPAM cannot serve fails here, before any change to the node.
+    ipam_client.preflight(request, raw, netconf.ipam.type)
     if request.command == "ADD":
         from .add import add
 

@@ -12,7 +12,7 @@ from . import netlink
 from .constants import MAIN_TABLE, PROTO_BOOT, SCOPE_LINK, family, host_prefixlen, pod_gateway
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute
 
 
 def pod_routes(addresses: Sequence[IPAddress], custom: Sequence[Route]) -> list[Route]:

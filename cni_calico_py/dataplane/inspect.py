@@ -12,7 +12,7 @@ from .addressing import routes_to
 from .constants import HOST_VETH_MAC, MAIN_TABLE, family
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute
 
 
 def pod_problems(

@@ -10,7 +10,7 @@ from . import netlink
 from .constants import HOST_VETH_MAC
 
 if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute
 
 
 def refuse_existing_pod_interface(pod: IPRoute, ifname: str, netns_path: str) -> None:

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on Debian 12 as root: installs what it needs,
+# then lints, type-checks and runs every test (unit, real-netns, real clients).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+bash scripts/install-client-deps.sh .venv
+
+.venv/bin/ruff check .
+.venv/bin/mypy cni_calico_py ipam
+.venv/bin/pytest -q -p no:cacheprovider tests "$@"
