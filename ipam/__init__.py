@@ -1,0 +1,1 @@
+"""calico-py-ipam: hands out the node block's addresses (see README.md)."""

@@ -1,18 +1,114 @@
-"""The IPAM plugin's CNI handler (standalone `calico-py-ipam`, or in-process)."""
+"""The IPAM plugin's CNI handler: standalone `calico-py-ipam`, or in-process for calico-py."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
-from cni_calico_py import results
+from cni_calico_py import config, logs, results
 from cni_calico_py.errors import CNIError, Code
 from cni_calico_py.request import Request
+
+from . import config as ipam_config
+from . import pool
+from .blackhole import NetlinkBlackholes
+from .disk_store import DiskStore
+from .requested import requested_addresses
+
+GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def validate(raw: dict[str, Any]) -> None:
+    """Refuse a bad IPAM section (error 7) before the caller changes anything."""
+    ipam_config.parse(raw)
 
 
 def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
     """ADD returns the abbreviated result; DEL/CHECK/GC/STATUS return None or raise."""
-    raise CNIError(Code.INTERNAL, "calico-py-ipam is not implemented yet")
+    conf = ipam_config.parse(raw)
+    store = DiskStore(conf.store_dir, conf.lock_timeout)
+    routes = NetlinkBlackholes()
+    who = pool.Attachment(request.container_id, request.ifname)
+    logs.log.info("IPAM %s %s netns=%s store=%s", request.command, who, request.netns,
+                  conf.store_dir)
+    try:
+        if request.command == "ADD":
+            requested = requested_addresses(request.args, raw)
+            routes.open()  # import and connect before the lock, not while others wait
+            chosen = pool.add(store, conf, who, request.netns, requested, routes)
+            logs.log.info("IPAM ADD %s got %s", who, ", ".join(str(a.address) for a in chosen))
+            return results.Result(
+                ips=[results.IPConfig(
+                    address=ipaddress.ip_interface(f"{a.address}/{a.range.subnet.prefixlen}"),
+                    gateway=a.range.gateway,
+                ) for a in chosen],
+                routes=list(conf.routes),
+            )
+        if request.command == "DEL":
+            released = pool.release(store, conf, who, routes)
+            logs.log.info("IPAM DEL %s released %s", who, released or "nothing")
+        elif request.command == "CHECK":
+            pool.check(store, conf, who, _previous_addresses(raw), routes)
+        elif request.command == "GC":
+            released = pool.gc(store, conf, valid_attachments(raw), routes)
+            logs.log.info("IPAM GC released %s", released or "nothing")
+        elif request.command == "STATUS":
+            pool.status(store, conf)
+        else:
+            raise CNIError(Code.INVALID_ENVIRONMENT,
+                           f"CNI_COMMAND {request.command} is not an IPAM command")
+        return None
+    finally:
+        routes.close()
 
 
 def handle(request: Request) -> dict[str, Any] | None:
-    raise CNIError(Code.INTERNAL, "calico-py-ipam is not implemented yet")
+    raw = config.decode_json(request.stdin)
+    version = config.check_version(raw, request.command)
+    _configure_logging(raw)
+    result = execute(request, raw)
+    return results.to_json(result, version) if result is not None else None
+
+
+def _configure_logging(raw: dict[str, Any]) -> None:
+    level = raw.get("log_level", "warning")
+    path = raw.get("log_file_path")
+    if not isinstance(level, str) or level.lower() not in _LOG_LEVELS:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid network config: log_level must be one of "
+                       f"{', '.join(_LOG_LEVELS)}, got {level!r}", "log_level")
+    if path is not None and (not isinstance(path, str) or not path):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       "invalid network config: log_file_path must be a file path", "log_file_path")
+    logs.configure(level.lower(), path)
+
+
+def valid_attachments(raw: dict[str, Any]) -> set[pool.Attachment]:
+    """GC's list of attachments to keep, from either key libcni has used."""
+    key = next((k for k in GC_KEYS if k in raw), None)
+    if key is None:
+        # Without the list every reservation would look stale: refuse rather than free all.
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid network config: GC needs {GC_KEYS[0]} (the attachments to keep)",
+                       GC_KEYS[0])
+    value = raw[key]
+    if not isinstance(value, list):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid network config: {key} must be a list", key)
+    kept = set()
+    for index, item in enumerate(value):
+        fields = [item.get(f) if isinstance(item, dict) else None for f in ("containerID", "ifname")]
+        if not all(isinstance(f, str) and f for f in fields):
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"invalid network config: {key}[{index}] must be an object with "
+                           "non-empty containerID and ifname strings", f"{key}[{index}]")
+        kept.add(pool.Attachment(str(fields[0]), str(fields[1])))
+    return kept
+
+
+def _previous_addresses(raw: dict[str, Any]) -> list[results.IPAddress]:
+    previous = raw.get("prevResult")
+    if not previous:
+        return []
+    return [ip.address.ip for ip in results.from_json(previous).ips]

@@ -1,0 +1,110 @@
+"""The node's `blackhole <block>` route while the block has an allocation.
+
+Pods are routed per /32 (/128); without the blackhole, traffic for a block
+address that no pod holds would follow the node's default route out and come
+back (Calico does the same). The route carries this project's own protocol
+number so it can tell its routes from anyone else's.
+
+pyroute2 is imported only here and only when a route is touched: it costs more
+to import than the rest of the plugin.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Protocol
+
+from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.results import IPNetwork
+
+# rtnetlink protocol number marking routes made by calico-py (not named in
+# /etc/iproute2/rt_protos, so `ip route` prints it as "proto 98").
+ROUTE_PROTO = 98
+_MAIN_TABLE = 254
+_RTN_BLACKHOLE = 6
+_ESRCH = 3
+
+
+class Blackholes(Protocol):
+    def ensure(self, block: IPNetwork) -> None: ...
+
+    def remove(self, block: IPNetwork) -> None: ...
+
+    def present(self, block: IPNetwork) -> bool: ...
+
+
+class NetlinkBlackholes:
+    """Blackhole routes in the current network namespace (the node's)."""
+
+    def __init__(self) -> None:
+        self._ipr: Any = None
+
+    def open(self) -> None:
+        """Pay the import and socket cost now, e.g. before taking a lock."""
+        if self._ipr is None:
+            from cni_calico_py.dataplane.netlink import iproute_class
+
+            self._ipr = iproute_class()()
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def ensure(self, block: IPNetwork) -> None:
+        routes = self._routes(block)
+        if any(_ours(r) for r in routes):
+            return
+        others = [r for r in routes if r["type"] != _RTN_BLACKHOLE]
+        if others:
+            raise CNIError(
+                Code.DATAPLANE_FAILURE,
+                f"cannot add the blackhole route for block {block}: the node already has a "
+                f"route for {block} ({_describe(others[0])}); remove it, the block is "
+                "this node's",
+                str(block),
+            )
+        # A blackhole someone else made for our block becomes ours.
+        self._change("replace" if routes else "add", block)
+
+    def remove(self, block: IPNetwork) -> None:
+        for route in self._routes(block):
+            if _ours(route):
+                self._change("del", block)
+
+    def present(self, block: IPNetwork) -> bool:
+        return any(_ours(r) for r in self._routes(block))
+
+    def _routes(self, block: IPNetwork) -> list[Any]:
+        self.open()
+        family = socket.AF_INET if block.version == 4 else socket.AF_INET6
+        try:
+            dump = self._ipr.route("dump", family=family)
+        except OSError as err:
+            raise _failure("read the node's routes", block, err) from None
+        return [
+            r for r in dump
+            if r.get("dst") == str(block.network_address) and r["dst_len"] == block.prefixlen
+            and r["table"] == _MAIN_TABLE
+        ]
+
+    def _change(self, verb: str, block: IPNetwork) -> None:
+        try:
+            self._ipr.route(verb, dst=str(block), type="blackhole", proto=ROUTE_PROTO)
+        except OSError as err:
+            if verb == "del" and getattr(err, "code", None) == _ESRCH:
+                return
+            raise _failure(f"{verb} the blackhole route", block, err) from None
+
+
+def _ours(route: Any) -> bool:
+    return bool(route["type"] == _RTN_BLACKHOLE and route["proto"] == ROUTE_PROTO)
+
+
+def _describe(route: Any) -> str:
+    return f"type {route['type']}, proto {route['proto']}"
+
+
+def _failure(action: str, block: IPNetwork, err: OSError) -> CNIError:
+    return CNIError(Code.DATAPLANE_FAILURE, f"cannot {action} for block {block}: {err}",
+                    str(block))

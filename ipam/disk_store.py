@@ -1,0 +1,221 @@
+"""The Store on disk: `<dataDir>/<network name>/`, one file per reserved address.
+
+Layout (host-local's, so operators can switch either way):
+- `<address>`: the reservation, JSON `{"containerID", "ifname", "netns",
+  "created"}`. host-local's `containerID\\r\\nifname` records are read too.
+- `last_reserved_ip.<range set index>`: the address handed out last, as text.
+- `lock`: the flock file every read-modify-write holds.
+- `.tmp-*`: a write in progress; only a crashed writer leaves one behind.
+
+Every write goes to a temp file that is fsynced and then renamed over the
+record, and the directory is fsynced: a crash leaves the old record or the
+new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+
+import filelock
+
+from cni_calico_py.errors import CNIError, Code
+
+from .store import IPAddress, Reservation
+
+LOCK_NAME = "lock"
+LAST_RESERVED_PREFIX = "last_reserved_ip."
+TMP_PREFIX = ".tmp-"
+
+
+class DiskStore:
+    def __init__(self, directory: str, lock_timeout: float) -> None:
+        self.directory = directory
+        self.lock_timeout = lock_timeout
+
+    @property
+    def lock_path(self) -> str:
+        return os.path.join(self.directory, LOCK_NAME)
+
+    def locked(self) -> AbstractContextManager[None]:
+        return self._locked()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as err:
+            raise CNIError(Code.IO_FAILURE, f"cannot create the IPAM store {self.directory}: "
+                           f"{err.strerror}", self.directory) from None
+        # flock dies with its holder, so a killed process never leaves the store
+        # locked; a soft (marker file) lock would, hence no fallback to one.
+        lock = filelock.FileLock(self.lock_path, timeout=self.lock_timeout,
+                                 fallback_to_soft=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise CNIError(
+                Code.TRY_AGAIN_LATER,
+                f"the IPAM store lock {self.lock_path} is still held by another process after "
+                f"{self.lock_timeout:g} s (ipam.lockTimeoutSeconds); try again later",
+                self.lock_path,
+            ) from None
+        except OSError as err:
+            raise CNIError(Code.IO_FAILURE, f"cannot lock the IPAM store {self.lock_path}: "
+                           f"{err.strerror or err}", self.lock_path) from None
+        try:
+            self._remove_stray_temp_files()
+            yield
+        finally:
+            lock.release()
+
+    def reservations(self) -> dict[IPAddress, Reservation]:
+        found: dict[IPAddress, Reservation] = {}
+        for address, path in record_paths(self.directory):
+            record = read_record(path)
+            if record is not None:
+                found[address] = record
+        return found
+
+    def reserve(self, address: IPAddress, reservation: Reservation) -> None:
+        record = {
+            "containerID": reservation.container_id,
+            "ifname": reservation.ifname,
+            "netns": reservation.netns,
+            "created": reservation.created,
+        }
+        self._write(str(address), json.dumps(record) + "\n")
+
+    def release(self, address: IPAddress) -> None:
+        try:
+            os.unlink(os.path.join(self.directory, str(address)))
+        except FileNotFoundError:
+            return
+        self._sync_directory()
+
+    def last_reserved(self, range_set: int) -> IPAddress | None:
+        path = os.path.join(self.directory, f"{LAST_RESERVED_PREFIX}{range_set}")
+        try:
+            with open(path, encoding="utf-8") as file:
+                return ipaddress.ip_address(file.read().strip())
+        except (OSError, ValueError):
+            # Only a hint for where to start: without it allocation starts at the beginning.
+            return None
+
+    def set_last_reserved(self, range_set: int, address: IPAddress) -> None:
+        self._write(f"{LAST_RESERVED_PREFIX}{range_set}", str(address))
+
+    def unwritable(self) -> str:
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            # An unnamed file proves writability without a name a lock holder could
+            # mistake for a crashed writer's temp file.
+            fd = os.open(self.directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+            try:
+                os.write(fd, b"probe")
+            finally:
+                os.close(fd)
+        except OSError as err:
+            if err.errno in (errno.EOPNOTSUPP, errno.EISDIR) and os.access(self.directory, os.W_OK):
+                return ""  # a filesystem without O_TMPFILE
+
+            return f"the IPAM store {self.directory} is not writable: {err.strerror}"
+        return ""
+
+    def _write(self, name: str, text: str) -> None:
+        temp = os.path.join(self.directory, f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, os.path.join(self.directory, name))
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temp)
+            raise
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _remove_stray_temp_files(self) -> None:
+        # Writers only write while holding the lock, so any temp file seen by
+        # the holder belongs to a writer that died.
+        for name in _listdir(self.directory):
+            if name.startswith(TMP_PREFIX):
+                with suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
+
+
+def read_record(path: str) -> Reservation | None:
+    """A record file as a Reservation (`damaged` when unreadable), None when it is gone."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+            created = os.fstat(file.fileno()).st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return Reservation("", "", damaged=f"cannot read: {err.strerror}")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return Reservation("", "", created=created, damaged="record is not UTF-8 text")
+    if text.lstrip().startswith("{"):
+        return _json_record(text, created)
+    # host-local's format: containerID CRLF ifname
+    parts = text.strip().split("\r\n")
+    if len(parts) == 2 and all(parts):
+        return Reservation(parts[0], parts[1], created=created)
+    return Reservation("", "", created=created, damaged=f"unrecognised record {text[:60]!r}")
+
+
+def _json_record(text: str, created: float) -> Reservation:
+    try:
+        data = json.loads(text)
+        container_id, ifname = data["containerID"], data["ifname"]
+        netns = data.get("netns", "")
+        when = data.get("created", created)
+        if not all(isinstance(v, str) for v in (container_id, ifname, netns)) or not (
+            container_id and ifname and isinstance(when, int | float)
+        ):
+            raise ValueError("fields have the wrong type")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        return Reservation("", "", created=created, damaged=f"unreadable record: {err}")
+    return Reservation(container_id, ifname, netns, float(when))
+
+
+def _address_named(name: str) -> IPAddress | None:
+    if name.startswith(".") or name == LOCK_NAME or name.startswith(LAST_RESERVED_PREFIX):
+        return None
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    # Only the canonical spelling is ours: two names for one address would be two records.
+    return address if str(address) == name else None
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+def record_paths(directory: str) -> Iterator[tuple[IPAddress, str]]:
+    """Record files without taking the lock: each one is complete thanks to the rename."""
+    named = [(a, n) for n in _listdir(directory) if (a := _address_named(n)) is not None]
+    for address, name in sorted(named, key=lambda item: (item[0].version, int(item[0]))):
+        yield address, os.path.join(directory, name)

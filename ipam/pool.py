@@ -1,0 +1,239 @@
+"""Allocation over a Store: what ADD, DEL, GC, CHECK and STATUS do to the reservations.
+
+Each operation is one read-modify-write under the store's lock, including the
+blackhole route changes, so a concurrent ADD of a block's first address and
+DEL of its last one cannot leave the route in the wrong state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
+
+from cni_calico_py.errors import CNIError, Code
+
+from .allocator import candidates
+from .blackhole import Blackholes
+from .ranges import IpamConf, IPNetwork, Range, RangeSet
+from .requested import Requested
+from .store import IPAddress, Reservation, Store
+
+
+@dataclass(frozen=True)
+class Attachment:
+    container_id: str
+    ifname: str
+
+    def __str__(self) -> str:
+        return f"container {self.container_id} ifname {self.ifname}"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    address: IPAddress
+    range: Range
+
+
+def add(
+    store: Store, conf: IpamConf, who: Attachment, netns: str,
+    requested: Sequence[Requested], routes: Blackholes,
+) -> list[Allocation]:
+    """One address per range set for `who`; the ones it already holds come back unchanged."""
+    wanted = _requested_by_set(conf, requested)
+    with store.locked():
+        held = store.reservations()
+        made: list[IPAddress] = []
+        try:
+            chosen = [
+                _one(store, range_set, who, netns, wanted.get(range_set.index), held, made)
+                for range_set in conf.range_sets
+            ]
+            for block in dict.fromkeys(a.range.subnet for a in chosen):
+                routes.ensure(block)
+        except BaseException:
+            # Undo this call's reservations only; earlier ones belong to an earlier ADD.
+            for address in made:
+                with suppress(OSError):
+                    store.release(address)
+            raise
+    return chosen
+
+
+def _one(
+    store: Store, range_set: RangeSet, who: Attachment, netns: str, want: Requested | None,
+    held: dict[IPAddress, Reservation], made: list[IPAddress],
+) -> Allocation:
+    mine = sorted(a for a, r in held.items()
+                  if r.belongs_to(who.container_id, who.ifname) and range_set.find(a))
+    if mine:
+        if want is not None and want.address not in mine:
+            raise CNIError(Code.ADDRESS_CONFLICT,
+                           f"{who} already holds {mine[0]} in {range_set.describe()}; "
+                           f"cannot also reserve {want}: DEL it first", str(want.address))
+        address = want.address if want is not None else mine[0]
+        if held[address].netns != netns:
+            # A retried ADD may come with a new netns; keep the record telling the truth.
+            store.reserve(address, replace(held[address], netns=netns))
+    else:
+        if want is not None:
+            _require_free(want, range_set, held)
+            address = want.address
+        else:
+            address = _next_free(store, range_set, held)
+        store.reserve(address, Reservation(who.container_id, who.ifname, netns, time.time()))
+        made.append(address)
+        if want is None:
+            store.set_last_reserved(range_set.index, address)
+    found = range_set.find(address)
+    assert found is not None
+    return Allocation(address, found)
+
+
+def _next_free(store: Store, range_set: RangeSet, held: Collection[IPAddress]) -> IPAddress:
+    spans = [r.span for r in range_set.ranges]
+    for address in candidates(spans, store.last_reserved(range_set.index)):
+        if address not in held and not range_set.is_gateway(address):
+            return address
+    raise CNIError(
+        Code.ADDRESS_EXHAUSTED,
+        f"no free address in block {range_set.describe()} (range set {range_set.index}): "
+        f"{used(range_set, held)} of {range_set.size} addresses in use; STATUS reports "
+        "error 50 until one is released",
+        range_set.describe(),
+    )
+
+
+def _require_free(want: Requested, range_set: RangeSet, held: dict[IPAddress, Reservation]) -> None:
+    if range_set.is_gateway(want.address):
+        raise CNIError(Code.ADDRESS_CONFLICT,
+                       f"requested address {want} is the gateway of {range_set.describe()}",
+                       str(want.address))
+    holder = held.get(want.address)
+    if holder is None:
+        return
+    if holder.damaged:
+        whom = f"an unreadable record ({holder.damaged}); GC releases it"
+    else:
+        whom = f"container {holder.container_id} ifname {holder.ifname}"
+    raise CNIError(Code.ADDRESS_CONFLICT, f"requested address {want} is already reserved "
+                   f"for {whom}", str(want.address))
+
+
+def _requested_by_set(conf: IpamConf, requested: Sequence[Requested]) -> dict[int, Requested]:
+    by_set: dict[int, Requested] = {}
+    for want in requested:
+        range_set = conf.range_set_of(want.address)
+        if range_set is None:
+            blocks = "; ".join(s.describe() for s in conf.range_sets)
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"requested address {want} is outside every range of network "
+                           f"{conf.network} ({blocks})", str(want.address))
+        if range_set.index in by_set:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"requested addresses {by_set[range_set.index]} and {want} are both "
+                           f"in {range_set.describe()}: one address per range set",
+                           str(want.address))
+        by_set[range_set.index] = want
+    return by_set
+
+
+def used(range_set: RangeSet, held: Collection[IPAddress]) -> int:
+    return sum(1 for a in held if range_set.find(a) and not range_set.is_gateway(a))
+
+
+def release(store: Store, conf: IpamConf, who: Attachment, routes: Blackholes) -> list[IPAddress]:
+    """Free what `who` holds; nothing held is success too (DEL may be repeated)."""
+    with store.locked():
+        held = store.reservations()
+        mine = [a for a, r in held.items() if r.belongs_to(who.container_id, who.ifname)]
+        for address in mine:
+            store.release(address)
+            del held[address]
+        for block in dict.fromkeys(b for b in map(conf.block_of, mine) if b is not None):
+            if not any(a in block for a in held):
+                routes.remove(block)
+    return mine
+
+
+def gc(store: Store, conf: IpamConf, valid: Collection[Attachment], routes: Blackholes) -> list[IPAddress]:
+    """Release every reservation not in `valid`, going on past failures; one error lists them all."""
+    failures: list[str] = []
+    codes: set[int] = set()
+    released: list[IPAddress] = []
+    with store.locked():
+        held = store.reservations()
+        for address, record in sorted(held.items()):
+            if not record.damaged and Attachment(record.container_id, record.ifname) in valid:
+                continue
+            try:
+                store.release(address)
+                released.append(address)
+            except OSError as err:
+                failures.append(f"{address}: {err}")
+                codes.add(Code.IO_FAILURE)
+        remaining = store.reservations()
+        # GC also puts right what a killed ADD or DEL left undone.
+        for block in conf.blocks:
+            try:
+                _reconcile(block, remaining, routes)
+            except CNIError as err:
+                failures.append(err.msg)
+                codes.add(err.code)
+    if failures:
+        raise CNIError(
+            codes.pop() if len(codes) == 1 else Code.IPAM_FAILURE,
+            f"GC released {len(released)} stale reservation(s) but {len(failures)} step(s) "
+            f"failed: {'; '.join(failures)}",
+            "GC",
+        )
+    return released
+
+
+def _reconcile(block: IPNetwork, held: Collection[IPAddress], routes: Blackholes) -> None:
+    if any(a in block for a in held):
+        routes.ensure(block)
+    else:
+        routes.remove(block)
+
+
+def check(
+    store: Store, conf: IpamConf, who: Attachment, expected: Sequence[IPAddress],
+    routes: Blackholes,
+) -> None:
+    """Error 104 naming each thing missing: a reservation, or its block's blackhole route."""
+    with store.locked():
+        held = store.reservations()
+    mine = {a for a, r in held.items() if r.belongs_to(who.container_id, who.ifname)}
+    problems = [
+        f"no address reserved in {s.describe()}"
+        for s in conf.range_sets if not any(s.find(a) for a in mine)
+    ]
+    for address in expected:
+        if conf.range_set_of(address) is not None and address not in mine:
+            problems.append(f"prevResult address {address} is not reserved for it")
+    for block in dict.fromkeys(b for b in map(conf.block_of, mine) if b is not None):
+        if not routes.present(block):
+            problems.append(f"the blackhole route for block {block} is missing (ADD restores it)")
+    if problems:
+        raise CNIError(Code.CHECK_FAILED, f"CHECK of {who} in network {conf.network}: "
+                       + "; ".join(problems), conf.store_dir)
+
+
+def status(store: Store, conf: IpamConf) -> None:
+    """Error 50 while some range set cannot hand out an address, else nothing."""
+    reason = store.unwritable()
+    if reason:
+        raise CNIError(Code.NOT_AVAILABLE, reason, conf.store_dir)
+    with store.locked():
+        held = store.reservations()
+    full = [s for s in conf.range_sets if used(s, held) >= s.size]
+    if full:
+        raise CNIError(
+            Code.NOT_AVAILABLE,
+            "no address can be handed out: " + "; ".join(
+                f"block {s.describe()} is full, {used(s, held)} of {s.size} addresses in use"
+                for s in full),
+            conf.store_dir,
+        )

@@ -1,0 +1,126 @@
+"""`calico-py ipam show`: who holds which address of the node's block.
+
+Reads the store without its lock (every record is whole thanks to the atomic
+rename), so it neither waits for nor delays a runtime's ADD or DEL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+from cni_calico_py.errors import CNIError
+
+from . import config as ipam_config
+from .disk_store import read_record, record_paths
+from .pool import used
+from .ranges import IpamConf
+
+IPAM_TYPE = "calico-py-ipam"
+
+
+class ShowError(Exception):
+    pass
+
+
+def show(conf_path: str, as_json: bool, stdout: TextIO) -> int:
+    try:
+        conf = ipam_config.parse(load_network(conf_path))
+    except ShowError as err:
+        print(f"calico-py ipam show: {err}", file=sys.stderr)
+        return 1
+    except CNIError as err:
+        print(f"calico-py ipam show: {conf_path}: {err.msg}", file=sys.stderr)
+        return 1
+    rows = _rows(conf, time.time())
+    blocks = [{"block": s.describe(), "rangeSet": s.index,
+               "used": used(s, [r["address"] for r in rows]), "size": s.size}
+              for s in conf.range_sets]
+    if as_json:
+        json.dump({"network": conf.network, "store": conf.store_dir, "blocks": blocks,
+                   "reservations": [{**r, "address": str(r["address"])} for r in rows]},
+                  stdout, indent=2)
+        stdout.write("\n")
+    else:
+        _write_table(conf, blocks, rows, stdout)
+    return 0
+
+
+def load_network(path: str) -> dict[str, Any]:
+    """The network config (name, cniVersion, ipam) from a conflist or a single conf."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except OSError as err:
+        raise ShowError(f"cannot read {path}: {err.strerror}") from None
+    except ValueError as err:
+        raise ShowError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ShowError(f"{path} must hold a JSON object (a conflist or a network config)")
+    plugins = data.get("plugins")
+    if plugins is None:
+        entries = [data]
+    elif isinstance(plugins, list):
+        entries = [p for p in plugins if isinstance(p, dict)]
+    else:
+        raise ShowError(f"{path}: plugins must be a list")
+    for entry in entries:
+        ipam = entry.get("ipam")
+        if isinstance(ipam, dict) and ipam.get("type") == IPAM_TYPE:
+            return {**entry, "name": data.get("name"), "cniVersion": data.get("cniVersion")}
+    raise ShowError(f"{path}: no plugin there uses ipam type {IPAM_TYPE!r}")
+
+
+def _rows(conf: IpamConf, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for address, path in record_paths(conf.store_dir):
+        record = read_record(path)
+        if record is None:
+            continue  # released while we looked
+        notes = []
+        if record.damaged:
+            notes.append(f"unreadable: {record.damaged}")
+        netns_exists = os.path.exists(record.netns) if record.netns else None
+        if netns_exists is False:
+            notes.append("netns gone")
+        if conf.range_set_of(address) is None:
+            notes.append("outside the configured ranges")
+        rows.append({
+            "address": address,
+            "containerID": record.container_id,
+            "ifname": record.ifname,
+            "netns": record.netns,
+            "ageSeconds": round(now - record.created) if record.created else None,
+            "netnsExists": netns_exists,
+            "notes": notes,
+        })
+    return rows
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def _write_table(conf: IpamConf, blocks: list[dict[str, Any]],
+                 rows: list[dict[str, Any]], out: TextIO) -> None:
+    out.write(f"network {conf.network}, store {conf.store_dir}\n")
+    for block in blocks:
+        out.write(f"block {block['block']}: {block['used']} of {block['size']} addresses in use\n")
+    if not rows:
+        out.write("no reservations\n")
+        return
+    table = [("ADDRESS", "CONTAINER", "IFNAME", "NETNS", "AGE", "NOTE")]
+    table += [(str(r["address"]), r["containerID"] or "?", r["ifname"] or "?", r["netns"] or "-",
+               _age(r["ageSeconds"]), ", ".join(r["notes"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")

@@ -1,0 +1,99 @@
+"""What the allocation logic needs from storage, and a dict-backed store for tests.
+
+Every call except `locked` assumes the caller holds the lock: the store does
+no locking of its own, so one read-modify-write sees one consistent state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Who holds an address. `damaged` is set when the record could not be read:
+    the address then stays taken (never handed out twice) until GC or DEL clears it."""
+
+    container_id: str
+    ifname: str
+    netns: str = ""
+    created: float = 0.0
+    damaged: str = ""
+
+    def belongs_to(self, container_id: str, ifname: str) -> bool:
+        return not self.damaged and (self.container_id, self.ifname) == (container_id, ifname)
+
+
+class Store(Protocol):
+    def locked(self) -> AbstractContextManager[None]:
+        """Hold the store's exclusive lock, or raise CNIError 11 past the configured bound."""
+
+    def reservations(self) -> dict[IPAddress, Reservation]: ...
+
+    def reserve(self, address: IPAddress, reservation: Reservation) -> None:
+        """Write (or overwrite) the record of `address`; durable when this returns."""
+
+    def release(self, address: IPAddress) -> None:
+        """Remove the record of `address`; no error when there is none."""
+
+    def last_reserved(self, range_set: int) -> IPAddress | None: ...
+
+    def set_last_reserved(self, range_set: int, address: IPAddress) -> None: ...
+
+    def unwritable(self) -> str:
+        """Why nothing can be reserved right now, or "" when the store is writable."""
+
+
+class MemoryStore:
+    """The Store protocol over dicts, for unit tests of the allocation logic."""
+
+    def __init__(self) -> None:
+        self.records: dict[IPAddress, Reservation] = {}
+        self.last: dict[int, IPAddress] = {}
+        self.holding = False
+        self.read_only = ""
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        assert not self.holding, "lock taken twice"
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+
+    def locked(self) -> AbstractContextManager[None]:
+        return self._lock()
+
+    def reservations(self) -> dict[IPAddress, Reservation]:
+        self._require_lock()
+        return dict(self.records)
+
+    def reserve(self, address: IPAddress, reservation: Reservation) -> None:
+        self._require_lock()
+        if self.read_only:
+            raise OSError(self.read_only)
+        self.records[address] = reservation
+
+    def release(self, address: IPAddress) -> None:
+        self._require_lock()
+        self.records.pop(address, None)
+
+    def last_reserved(self, range_set: int) -> IPAddress | None:
+        return self.last.get(range_set)
+
+    def set_last_reserved(self, range_set: int, address: IPAddress) -> None:
+        self._require_lock()
+        self.last[range_set] = address
+
+    def unwritable(self) -> str:
+        return self.read_only
+
+    def _require_lock(self) -> None:
+        assert self.holding, "store used without its lock"
