@@ -7,6 +7,7 @@ snake_case where operators already write them (`log_level`, `mtu`, ...).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -92,11 +93,19 @@ def check_version(raw: dict[str, Any], verb: str) -> str:
     return version
 
 
+def field_path(prefix: str, loc: Sequence[int | str]) -> str:
+    """`ipam.ranges[0][1].rangeStart`: the way an operator reads a JSON path."""
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
 def config_error(err: ValidationError, prefix: str = "") -> CNIError:
     """Turn pydantic's report into one readable line naming each field path."""
     problems = []
     for item in err.errors():
-        path = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
+        path = field_path(prefix, item["loc"])
         problem = item["msg"]
         if item["type"] not in ("missing",) and "input" in item:
             problem += f" (got {json.dumps(item['input'], default=str)[:80]})"

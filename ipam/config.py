@@ -10,12 +10,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cni_calico_py import results
+from cni_calico_py.config import field_path
 from cni_calico_py.errors import CNIError, Code
 
 from .ranges import IPAddress, IpamConf, IPNetwork, Range, RangeSet
@@ -57,13 +57,6 @@ class IpamModel(BaseModel):
     routes: list[RouteModel] = Field(default_factory=list)
     lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT, alias="lockTimeoutSeconds",
                                 gt=0, le=600)
-
-
-def field_path(prefix: str, loc: Sequence[int | str]) -> str:
-    path = prefix
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path
 
 
 class _Problems:
