@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from typing import TextIO
 
 from . import __version__, versions
+from .agent.framing import DEFAULT_SOCKET, SOCKET_ENV
 
 ABOUT = (
     "calico-py is a CNI plugin: a container runtime (containerd, CRI-O, podman, "
@@ -33,7 +36,38 @@ def _parser(program: str) -> argparse.ArgumentParser:
         help="conflist (or single conf) whose IPAM section to read (default: %(default)s)",
     )
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    agent = sub.add_parser(
+        "agent", help="run the node agent that keeps the plugin warm (or: agent status)"
+    )
+    agent.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    agent.add_argument(
+        "--socket", default=None,
+        help=f"unix socket path (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})",
+    )
+    agent.add_argument("--json", action="store_true", help="status as JSON")
     return parser
+
+
+def _agent(action: str, path: str, as_json: bool, stdout: TextIO) -> int:
+    from .agent import server
+
+    if action == "run":
+        return server.serve_forever(path)
+    state = server.status(path)
+    if state is None:
+        stdout.write(f"agent: not running (nothing answers on {path})\n")
+        return 1
+    if as_json:
+        stdout.write(json.dumps(state) + "\n")
+        return 0
+    stdout.write(f"agent: up, version {state['version']}, pid {state['pid']}, "
+                 f"up {state['uptime_s']} s\n")
+    for verb, count in sorted(state["served"].items()):
+        lat = state["latency_ms"].get(verb, {})
+        failed = state["failed"].get(verb, 0)
+        stdout.write(f"  {verb:<6} served {count:>6} failed {failed:>4}  latency ms "
+                     + " ".join(f"{k} {v}" for k, v in lat.items()) + "\n")
+    return 0
 
 
 def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
@@ -42,6 +76,9 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
     if options.version:
         stdout.write(f"{program} {__version__} (CNI spec {', '.join(versions.SUPPORTED_VERSIONS)})\n")
         return 0
+    if options.command == "agent":
+        path = options.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+        return _agent(options.action, path, options.json, stdout)
     if options.command == "ipam" and options.ipam_command == "show":
         from ipam.show import show
 

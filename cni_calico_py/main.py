@@ -65,18 +65,25 @@ def serve(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, 
         return 1, internal.to_json(_requested_version(stdin))
 
 
+def serve_text(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, str]:
+    """`serve`, with the JSON already rendered as the executable prints it."""
+    code, payload = serve(environ, stdin, program)
+    return code, json.dumps(payload) + "\n" if payload is not None else ""
+
+
+def main_with_stdin(environ: Mapping[str, str], stdin: bytes, stdout: TextIO, argv: list[str]) -> int:
+    code, text = serve_text(environ, stdin, os.path.basename(argv[0]) if argv else "calico-py")
+    stdout.write(text)
+    stdout.flush()
+    return code
+
+
 def main(environ: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, argv: list[str]) -> int:
-    program = os.path.basename(argv[0]) if argv else "calico-py"
     if not environ.get("CNI_COMMAND"):
         from .cli import run_cli
 
-        return run_cli(argv[1:], program, stdout)
-    code, payload = serve(environ, stdin.read(), program)
-    if payload is not None:
-        stdout.write(json.dumps(payload))
-        stdout.write("\n")
-        stdout.flush()
-    return code
+        return run_cli(argv[1:], os.path.basename(argv[0]) if argv else "calico-py", stdout)
+    return main_with_stdin(environ, stdin.read(), stdout, argv)
 
 
 def run() -> None:

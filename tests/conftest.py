@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Node, make_node
+from tests.netns import Node, make_node, running_agent
 
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
 
@@ -62,7 +62,12 @@ def root() -> None:
         pytest.fail("this test needs root and iproute2 to create network namespaces")
 
 
-@pytest.fixture
-def node(root: None) -> Iterator[Node]:
+@pytest.fixture(params=["cold", "agent"])
+def node(request: pytest.FixtureRequest, root: None, plugin_exe: str, tmp_path: Path) -> Iterator[Node]:
+    """A node namespace; every test using it runs twice: plugin in-process, and through the agent."""
     with make_node() as made:
-        yield made
+        if request.param == "cold":
+            yield made
+        else:
+            with running_agent(made, plugin_exe, str(tmp_path / "agent.sock")):
+                yield made

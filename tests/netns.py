@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 NETNS_DIR = "/var/run/netns"
@@ -56,6 +58,8 @@ class Node:
     upstream: str
     address: str
     pods: list[str] = field(default_factory=list)
+    # Where this node's agent listens; None: the plugin runs cold (in-process).
+    agent_socket: str | None = None
 
     @property
     def path(self) -> str:
@@ -81,6 +85,45 @@ class Node:
             del_netns(pod)
         del_netns(self.name)
         del_netns(self.upstream)
+
+
+@contextmanager
+def running_agent(node: Node, executable: str, socket_path: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The node agent inside the node's namespace, stopped afterwards whatever happens."""
+    log = open(socket_path + ".log", "wb")  # noqa: SIM115 - closed below
+    agent = subprocess.Popen(
+        ["ip", "netns", "exec", node.name, executable, "agent", "--socket", socket_path],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _agent_answers(executable, socket_path):
+            if agent.poll() is not None or time.monotonic() > deadline:
+                log_text = Path(socket_path + ".log").read_text()
+                raise RuntimeError(f"agent did not start: {log_text}")
+            time.sleep(0.05)
+        node.agent_socket = socket_path
+        yield agent
+    finally:
+        node.agent_socket = None
+        if agent.poll() is None:
+            agent.terminate()
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+        log.close()
+
+
+def agent_status(executable: str, socket_path: str) -> dict[str, Any] | None:
+    proc = subprocess.run([executable, "agent", "status", "--json", "--socket", socket_path],
+                          capture_output=True, text=True, timeout=30)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def _agent_answers(executable: str, socket_path: str) -> bool:
+    return os.path.exists(socket_path) and agent_status(executable, socket_path) is not None
 
 
 @contextmanager
@@ -113,7 +156,11 @@ def run_cni(
 ) -> tuple[int, Any, str]:
     """Run the real executable in the node's namespace; returns (exit code, JSON or text, stderr)."""
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    full_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env}
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CALICO_PY_AGENT_SOCKET": node.agent_socket or "off",
+        **env,
+    }
     proc = subprocess.run(
         ["ip", "netns", "exec", node.name, executable],
         input=data, env=full_env, capture_output=True, timeout=timeout,

@@ -1,0 +1,1 @@
+"""The node agent: a warm process that serves CNI requests on a unix socket."""
