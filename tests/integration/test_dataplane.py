@@ -273,3 +273,16 @@ def test_another_ipam_plugins_error_code_is_kept(node, make_pod, reference_plugi
     rc, out, _ = make_pod(conf=conf).call("ADD")
     assert rc == 1 and out["code"] == 1 and "host-local" in out["msg"]
     assert node_links(node) == []
+
+
+def test_status_and_gc_through_the_main_plugin(node, make_pod, tmp_path):
+    keep, drop = make_pod(version="1.1.0"), make_pod(version="1.1.0")
+    keep.add()
+    drop.add()
+    assert keep.call("STATUS")[:2] == (0, None)
+    gc_conf = {**keep.conf, "cni.dev/valid-attachments": [{"containerID": keep.container_id, "ifname": "eth0"}]}
+    assert keep.call("GC", gc_conf)[:2] == (0, None)
+    assert reservations(tmp_path) == [keep.address()]
+    assert keep.check()[0] == 0
+    rc, out, _ = drop.check()
+    assert rc == 1 and "IPAM" in out["msg"]
