@@ -280,7 +280,8 @@ def test_status_and_gc_through_the_main_plugin(node, make_pod, tmp_path):
     keep.add()
     drop.add()
     assert keep.call("STATUS")[:2] == (0, None)
-    gc_conf = {**keep.conf, "cni.dev/valid-attachments": [{"containerID": keep.container_id, "ifname": "eth0"}]}
+    valid = [{"containerID": keep.container_id, "ifname": "eth0"}]
+    gc_conf = {**keep.conf, "cni.dev/valid-attachments": valid}
     assert keep.call("GC", gc_conf)[:2] == (0, None)
     assert reservations(tmp_path) == [keep.address()]
     assert keep.check()[0] == 0
