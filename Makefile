@@ -1,0 +1,75 @@
+# Build and install the PyInstaller executables and the network config.
+#
+#   make build                    # dist/calico-py.d/ (needs pyinstaller: pip install .[build])
+#   make install [DESTDIR=<dir>]  # <dir>/opt/cni/bin/calico-py{,-ipam}, <dir>/etc/cni/net.d/,
+#                                 # the agent's unit in <dir>/lib/systemd/system/ (not enabled)
+#   make uninstall [DESTDIR=<dir>]
+#   make test                     # scripts/test.sh
+#   make clean
+#
+# The build is one directory, calico-py.d/, installed in the CNI bin dir;
+# calico-py and calico-py-ipam are relative symlinks to the executable in it
+# (it dispatches on the name it runs under). An existing conflist that differs
+# from conf/ is kept, and the new one is put next to it as *.conflist.new,
+# which runtimes do not load.
+
+PYTHON      ?= python3
+DESTDIR     ?=
+CNI_BIN_DIR ?= /opt/cni/bin
+CNI_NET_DIR ?= /etc/cni/net.d
+SYSTEMD_DIR ?= /lib/systemd/system
+
+NAME     := calico-py
+PROGRAMS := calico-py calico-py-ipam
+CONFLIST := conf/10-calico-py.conflist
+UNIT     := $(wildcard conf/calico-py-agent.service)
+DIST     := dist
+APP      := $(DIST)/$(NAME).d
+EXE      := $(APP)/$(NAME)
+SOURCES  := $(shell find cni_calico_py ipam -name '*.py' -not -path '*/__pycache__/*') \
+            build.spec setup.cfg
+
+BIN := $(DESTDIR)$(CNI_BIN_DIR)
+NET := $(DESTDIR)$(CNI_NET_DIR)
+SYSTEMD := $(DESTDIR)$(SYSTEMD_DIR)
+
+.PHONY: build install uninstall test clean
+
+build: $(EXE)
+
+$(EXE): $(SOURCES)
+	$(PYTHON) -m PyInstaller --noconfirm --clean --log-level WARN \
+		--distpath $(DIST) --workpath build/pyinstaller build.spec
+	@touch $@
+
+install: $(EXE)
+	install -d $(BIN) $(NET)
+	rm -rf $(BIN)/$(NAME).d.new $(BIN)/$(NAME).d.old
+	cp -a $(APP) $(BIN)/$(NAME).d.new
+	if [ -e $(BIN)/$(NAME).d ]; then mv -T $(BIN)/$(NAME).d $(BIN)/$(NAME).d.old; fi
+	mv -T $(BIN)/$(NAME).d.new $(BIN)/$(NAME).d
+	rm -rf $(BIN)/$(NAME).d.old
+	for prog in $(PROGRAMS); do \
+		ln -sfn $(NAME).d/$(NAME) $(BIN)/$$prog.tmp && mv -Tf $(BIN)/$$prog.tmp $(BIN)/$$prog; \
+	done
+	target=$(NET)/$(notdir $(CONFLIST)); \
+	if [ -e $$target ] && ! cmp -s $(CONFLIST) $$target; then \
+		install -m 0644 $(CONFLIST) $$target.new; \
+		echo "kept $$target; the packaged one is $$target.new"; \
+	else \
+		install -m 0644 $(CONFLIST) $$target; \
+	fi
+	$(if $(UNIT),install -D -m 0644 $(UNIT) $(SYSTEMD)/$(notdir $(UNIT)))
+
+uninstall:
+	rm -f $(addprefix $(BIN)/,$(PROGRAMS))
+	rm -rf $(BIN)/$(NAME).d
+	$(if $(UNIT),rm -f $(SYSTEMD)/$(notdir $(UNIT)))
+	rm -f $(NET)/$(notdir $(CONFLIST)).new
+	if cmp -s $(CONFLIST) $(NET)/$(notdir $(CONFLIST)); then rm -f $(NET)/$(notdir $(CONFLIST)); fi
+
+test:
+	bash scripts/test.sh
+
+clean:
+	rm -rf build $(DIST)
