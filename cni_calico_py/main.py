@@ -71,19 +71,15 @@ def serve_text(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[
     return code, json.dumps(payload) + "\n" if payload is not None else ""
 
 
-def main_with_stdin(environ: Mapping[str, str], stdin: bytes, stdout: TextIO, argv: list[str]) -> int:
-    code, text = serve_text(environ, stdin, os.path.basename(argv[0]) if argv else "calico-py")
-    stdout.write(text)
-    stdout.flush()
-    return code
-
-
 def main(environ: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, argv: list[str]) -> int:
     if not environ.get("CNI_COMMAND"):
         from .cli import run_cli
 
         return run_cli(argv[1:], os.path.basename(argv[0]) if argv else "calico-py", stdout)
-    return main_with_stdin(environ, stdin.read(), stdout, argv)
+    code, text = serve_text(environ, stdin.read(), os.path.basename(argv[0]) if argv else "calico-py")
+    stdout.write(text)
+    stdout.flush()
+    return code
 
 
 def run() -> None:
