@@ -26,6 +26,11 @@ UNIT     := $(wildcard conf/calico-py-agent.service)
 DIST     := dist
 APP      := $(DIST)/$(NAME).d
 EXE      := $(APP)/$(NAME)
+# What /opt/cni/bin/calico-py{,-ipam} point at: forwards to the agent, else
+# executes $(EXE) (launcher/launcher.c says why it is C).
+LAUNCHER := $(APP)/launcher
+CC       ?= cc
+CFLAGS   ?= -O2 -Wall -Wextra -Werror
 SOURCES  := $(shell find cni_calico_py ipam -name '*.py' -not -path '*/__pycache__/*') \
             build.spec setup.cfg
 
@@ -35,14 +40,17 @@ SYSTEMD := $(DESTDIR)$(SYSTEMD_DIR)
 
 .PHONY: build install uninstall test clean
 
-build: $(EXE)
+build: $(EXE) $(LAUNCHER)
 
 $(EXE): $(SOURCES)
 	$(PYTHON) -m PyInstaller --noconfirm --clean --log-level WARN \
 		--distpath $(DIST) --workpath build/pyinstaller build.spec
 	@touch $@
 
-install: $(EXE)
+$(LAUNCHER): launcher/launcher.c $(EXE)
+	$(CC) $(CFLAGS) -o $@ launcher/launcher.c
+
+install: $(EXE) $(LAUNCHER)
 	install -d $(BIN) $(NET)
 	rm -rf $(BIN)/$(NAME).d.new $(BIN)/$(NAME).d.old
 	cp -a $(APP) $(BIN)/$(NAME).d.new
@@ -50,7 +58,7 @@ install: $(EXE)
 	mv -T $(BIN)/$(NAME).d.new $(BIN)/$(NAME).d
 	rm -rf $(BIN)/$(NAME).d.old
 	for prog in $(PROGRAMS); do \
-		ln -sfn $(NAME).d/$(NAME) $(BIN)/$$prog.tmp && mv -Tf $(BIN)/$$prog.tmp $(BIN)/$$prog; \
+		ln -sfn $(NAME).d/launcher $(BIN)/$$prog.tmp && mv -Tf $(BIN)/$$prog.tmp $(BIN)/$$prog; \
 	done
 	target=$(NET)/$(notdir $(CONFLIST)); \
 	if [ -e $$target ] && ! cmp -s $(CONFLIST) $$target; then \

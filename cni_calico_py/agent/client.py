@@ -1,8 +1,10 @@
 """The executable's thin path: hand the request to the agent if one answers.
 
 Imports nothing heavy, so a served request costs little more than the
-interpreter's start. Protocol: the client sends the request; the agent
-answers `ready`; the client sends the go byte and waits for the result.
+interpreter's start. The installed executables do the same in C
+(launcher/launcher.c); this is the path of the Python entry points.
+Protocol: the client sends the request; the agent answers ready or not;
+the client sends the go byte and waits for the result.
 Before the go byte nothing has happened, so a missing, dead or hung agent
 means the client handles the request itself. After it, the agent owns the
 request; only a broken connection (the agent's worker died) sends the client
@@ -48,7 +50,7 @@ def forward(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int
         }
         framing.send(sock, request)
         sock.settimeout(READY_TIMEOUT)
-        if framing.receive(sock) != {"ready": True}:
+        if sock.recv(1) != framing.READY:
             return None
         sock.sendall(framing.GO)
     except (OSError, framing.FrameError, ValueError):
@@ -56,9 +58,9 @@ def forward(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int
         return None
     try:
         sock.settimeout(RESULT_TIMEOUT)
-        reply = framing.receive(sock)
-        return int(reply["code"]), str(reply["stdout"])
-    except (OSError, framing.FrameError, ValueError, KeyError, TypeError):
+        code, output = framing.receive_result(sock)
+        return code, output.decode()
+    except (OSError, framing.FrameError, ValueError):
         return None
     finally:
         sock.close()

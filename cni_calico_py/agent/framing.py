@@ -13,8 +13,12 @@ HEADER = struct.Struct("!I")
 MAX_FRAME = 4 * 1024 * 1024
 DEFAULT_SOCKET = "/run/calico-py/agent.sock"
 SOCKET_ENV = "CALICO_PY_AGENT_SOCKET"
-# The go byte commits the client to the agent's answer (see client.forward).
+# One byte each way before the work starts: the agent says whether it will
+# serve the request; the client's go byte commits it to the agent's answer.
+READY = b"R"
+NOT_READY = b"N"
 GO = b"G"
+_EXIT_CODE = struct.Struct("!i")
 
 
 class FrameError(Exception):
@@ -46,6 +50,21 @@ def receive(sock: socket.socket) -> Any:
         return json.loads(_read_exactly(sock, size))
     except ValueError as err:
         raise FrameError(f"frame is not JSON: {err}") from None
+
+
+def send_result(sock: socket.socket, exit_code: int, output: bytes) -> None:
+    """The result frame: the exit code, then the bytes to print (no JSON to decode)."""
+    body = _EXIT_CODE.pack(exit_code) + output
+    sock.sendall(HEADER.pack(len(body)) + body)
+
+
+def receive_result(sock: socket.socket) -> tuple[int, bytes]:
+    (size,) = HEADER.unpack(_read_exactly(sock, HEADER.size))
+    if not _EXIT_CODE.size <= size <= MAX_FRAME:
+        raise FrameError(f"result frame of {size} bytes")
+    body = _read_exactly(sock, size)
+    (exit_code,) = _EXIT_CODE.unpack_from(body)
+    return exit_code, body[_EXIT_CODE.size:]
 
 
 def netns_identity() -> list[int]:

@@ -162,16 +162,17 @@ def _work(conn: socket.socket, reports_w: int, stats: Stats) -> None:
     env, stdin, program = _cni_request(request)
     if request.get("netns") != framing.netns_identity():
         # Serving it here would change the wrong namespace: let the caller do it.
-        framing.send(conn, {"ready": False, "reason": "agent runs in another network namespace"})
+        logs.log.info("agent: declined a request from another network namespace")
+        conn.sendall(framing.NOT_READY)
         return
-    framing.send(conn, {"ready": True})
+    conn.sendall(framing.READY)
     if conn.recv(1) != framing.GO:
         return
     started = time.monotonic()
     from ..main import serve_text
 
     code, out = serve_text(env, stdin, program)
-    framing.send(conn, {"code": code, "stdout": out})
+    framing.send_result(conn, code, out.encode())
     millis = (time.monotonic() - started) * 1000
     os.write(reports_w, f"{env.get('CNI_COMMAND', '?')} {code} {millis:.2f}\n".encode())
 

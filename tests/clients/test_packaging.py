@@ -30,7 +30,7 @@ def test_install_layout(installed: Path, installed_bin: Path) -> None:
     for program in ("calico-py", "calico-py-ipam"):
         link = installed_bin / program
         # Relative, so the bin dir can be moved or bind-mounted elsewhere.
-        assert link.is_symlink() and os.readlink(link) == "calico-py.d/calico-py"
+        assert link.is_symlink() and os.readlink(link) == "calico-py.d/launcher"
     conf = installed / "etc" / "cni" / "net.d" / "10-calico-py.conflist"
     if not os.environ.get("CALICO_PY_INSTALLED"):
         assert conf.read_text() == PACKAGED_CONFLIST.read_text()

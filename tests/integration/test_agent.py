@@ -147,3 +147,22 @@ def test_killing_the_agent_mid_burst_loses_nothing(bare_node, plugin_exe, cni_pa
         assert pod.delete()[0] == 0
     assert [p.name for p in store.iterdir() if p.name[0].isdigit()] == []
     assert [r for r in bare_node.routes() if r["dst"].startswith("10.252.7.")] == []
+
+
+def test_agent_in_another_namespace_declines_and_the_caller_serves_itself(
+    bare_node, plugin_exe, cni_path, tmp_path
+):
+    sock = str(tmp_path / "agent.sock")
+    with make_node(index=2) as other, running_agent(other, plugin_exe, sock):
+        bare_node.agent_socket = sock
+        try:
+            pod = pod_for(bare_node, plugin_exe, cni_path, tmp_path, "elsewhere")
+            big = {"prevResult": {"cniVersion": "1.0.0", "ips": [], "dns": {"search": ["x" * 60_000]}}}
+            pod.conf = {**pod.conf, **big}
+            pod.add()
+            assert any(r["dst"] == pod.address() for r in bare_node.routes())
+            assert not any(r["dst"] == pod.address() for r in other.routes())
+            assert pod.delete()[0] == 0
+        finally:
+            bare_node.agent_socket = None
+        assert agent_status(plugin_exe, sock)["served"] == {}
