@@ -10,6 +10,7 @@ workers and cold-path processes alike, and a restart loses nothing.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import selectors
 import signal
@@ -18,7 +19,7 @@ import struct
 import time
 from typing import Any
 
-from .. import logs
+from .. import logs, versions
 from . import framing
 from .stats import Stats
 
@@ -27,16 +28,26 @@ _UCRED = struct.Struct("3i")
 
 
 def warm_up() -> None:
-    """Import and build everything a request needs before the first one arrives."""
-    from ipam import plugin as ipam_plugin  # noqa: F401
+    """Import and exercise everything a request needs before the first one arrives.
+
+    Validation and a netlink round trip initialise what pydantic and pyroute2
+    otherwise set up on first use, in every worker again.
+    """
+    from ipam import plugin as ipam_plugin
     from ipam import show  # noqa: F401
 
-    from .. import main, plugin  # noqa: F401
+    from .. import config, main, plugin  # noqa: F401
     from ..commands import add, check, delete, housekeeping  # noqa: F401
-    from ..dataplane import inspect, netlink
+    from ..dataplane import inspect, netlink  # noqa: F401
 
-    netlink.iproute_class()
-    del inspect
+    sample = {
+        "cniVersion": versions.LATEST, "name": "warm-up", "type": "calico-py",
+        "ipam": {"type": "calico-py-ipam", "subnet": "10.0.0.0/26"},
+    }
+    config.parse_netconf(sample)
+    ipam_plugin.validate(sample)
+    with netlink.host_handle() as handle:
+        handle.link_lookup(ifname="lo")
 
 
 def _bind(path: str) -> socket.socket:
@@ -68,6 +79,10 @@ def _bind(path: str) -> socket.socket:
 def serve_forever(path: str) -> int:
     logs.configure("info")
     warm_up()
+    # Workers are forked from this state: frozen objects stay out of the
+    # collector's reach, so it does not touch (and copy) their pages.
+    gc.collect()
+    gc.freeze()
     listener = _bind(path)
     reports_r, reports_w = os.pipe()
     stats = Stats()
@@ -130,6 +145,7 @@ def _accept(listener: socket.socket, reports_w: int, stats: Stats) -> None:
     # The worker: never returns into the parent's loop.
     code = 0
     try:
+        gc.disable()  # a worker lives for one request
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)

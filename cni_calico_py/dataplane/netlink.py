@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CNIError, Code
-from .netns import require
+from .netns import entered
 
 if TYPE_CHECKING:
     from pyroute2.iproute.linux import IPRoute
@@ -69,9 +69,14 @@ def host_handle() -> Iterator[IPRoute]:
 
 @contextmanager
 def pod_handle(netns_path: str) -> Iterator[IPRoute]:
-    """A handle bound to the pod's netns; raises NetnsNotFound if it is gone."""
-    require(netns_path)
-    handle = iproute_class()(netns=netns_path)
+    """A handle bound to the pod's netns; raises NetnsNotFound if it is gone.
+
+    A netlink socket belongs to the netns it was opened in, so it is opened
+    inside the pod's. pyroute2's own `netns=` forks a helper to do that,
+    ~10 ms against ~1 ms here.
+    """
+    with entered(netns_path):
+        handle = iproute_class()()
     try:
         yield handle
     finally:
