@@ -106,14 +106,19 @@ def running_agent(node: Node, executable: str, socket_path: str) -> Iterator[sub
         yield agent
     finally:
         node.agent_socket = None
-        if agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        stop_process(agent)
         log.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not gone within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def agent_status(executable: str, socket_path: str) -> dict[str, Any] | None:

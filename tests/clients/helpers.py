@@ -219,7 +219,7 @@ class HostState:
 @contextmanager
 def machine_agent(executable: Path, socket: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`calico-py agent` in the machine's namespace (where a runtime's plugin runs), stopped after."""
-    from tests.netns import agent_status
+    from tests.netns import agent_status, stop_process
 
     with log.open("ab") as out:
         agent = subprocess.Popen([str(executable), "agent", "--socket", str(socket)],
@@ -233,13 +233,7 @@ def machine_agent(executable: Path, socket: Path, log: Path) -> Iterator[subproc
         wait_for("the agent", answers, timeout=30)
         yield agent
     finally:
-        if agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        stop_process(agent)
 
 
 @contextmanager
