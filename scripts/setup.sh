@@ -20,4 +20,4 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,build]'
+.venv/bin/python -m pip install -q -e '.[test,build,bench]'

@@ -25,7 +25,7 @@ def _variants() -> list[str]:
     """The installed executable too when the suite runs against one (CALICO_PY_BIN_DIR)."""
     installed = os.environ.get("CALICO_PY_BIN_DIR")
     if installed and Path(installed).resolve() != Path(sys.executable).parent.resolve():
-        return ["--variants", "frozen,venv,ptp", "--installed", installed]
+        return ["--variants", "agent,frozen,venv,ptp", "--installed", installed]
     return ["--variants", "venv,ptp"]
 
 
