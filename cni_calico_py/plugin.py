@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import config, logs, results
+from . import config, decoding, logs, results
 from .request import Request
 
 
 def handle(request: Request) -> dict[str, Any] | None:
-    raw = config.decode_json(request.stdin)
-    version = config.check_version(raw, request.command)
+    raw = decoding.decode_json(request.stdin)
+    version = decoding.check_version(raw, request.command)
     netconf = config.parse_netconf(raw)
     logs.configure(netconf.log_level, netconf.log_file_path)
     logs.log.info(

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cni_calico_py import results
-from cni_calico_py.config import field_path
+from cni_calico_py.decoding import field_path
 from cni_calico_py.errors import CNIError, Code
 
 from .ranges import IPAddress, IpamConf, IPNetwork, Range, RangeSet

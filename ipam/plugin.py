@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from cni_calico_py import config, logs, results
+from cni_calico_py import decoding, logs, results
 from cni_calico_py.errors import CNIError, Code
 from cni_calico_py.request import Request
 
@@ -64,8 +64,8 @@ def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
 
 
 def handle(request: Request) -> dict[str, Any] | None:
-    raw = config.decode_json(request.stdin)
-    version = config.check_version(raw, request.command)
+    raw = decoding.decode_json(request.stdin)
+    version = decoding.check_version(raw, request.command)
     _configure_logging(raw)
     result = execute(request, raw)
     return results.to_json(result, version) if result is not None else None
