@@ -22,7 +22,8 @@ SYSTEMD_DIR ?= /lib/systemd/system
 NAME     := calico-py
 PROGRAMS := calico-py calico-py-ipam
 CONFLIST := conf/10-calico-py.conflist
-UNIT     := $(wildcard conf/calico-py-agent.service)
+UNITS    := $(wildcard conf/*.service)
+EXAMPLES := $(wildcard conf/*.example)
 DIST     := dist
 APP      := $(DIST)/$(NAME).d
 EXE      := $(APP)/$(NAME)
@@ -37,6 +38,7 @@ SOURCES  := $(shell find cni_calico_py ipam -name '*.py' -not -path '*/__pycache
 BIN := $(DESTDIR)$(CNI_BIN_DIR)
 NET := $(DESTDIR)$(CNI_NET_DIR)
 SYSTEMD := $(DESTDIR)$(SYSTEMD_DIR)
+ETC := $(DESTDIR)/etc/calico-py
 
 .PHONY: build install uninstall test clean
 
@@ -67,12 +69,13 @@ install: $(EXE) $(LAUNCHER)
 	else \
 		install -m 0644 $(CONFLIST) $$target; \
 	fi
-	$(if $(UNIT),install -D -m 0644 $(UNIT) $(SYSTEMD)/$(notdir $(UNIT)))
+	for unit in $(UNITS); do install -D -m 0644 $$unit $(SYSTEMD)/$$(basename $$unit); done
+	for example in $(EXAMPLES); do install -D -m 0644 $$example $(ETC)/$$(basename $$example); done
 
 uninstall:
 	rm -f $(addprefix $(BIN)/,$(PROGRAMS))
 	rm -rf $(BIN)/$(NAME).d
-	$(if $(UNIT),rm -f $(SYSTEMD)/$(notdir $(UNIT)))
+	rm -f $(addprefix $(SYSTEMD)/,$(notdir $(UNITS))) $(addprefix $(ETC)/,$(notdir $(EXAMPLES)))
 	rm -f $(NET)/$(notdir $(CONFLIST)).new
 	if cmp -s $(CONFLIST) $(NET)/$(notdir $(CONFLIST)); then rm -f $(NET)/$(notdir $(CONFLIST)); fi
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import TextIO
 
 from . import __version__, versions
 from .agent.framing import DEFAULT_SOCKET, SOCKET_ENV
+from .errors import Code
+
+DEFAULT_CLUSTER_CONFIG = "/etc/calico-py/node.yaml"
 
 ABOUT = (
     "calico-py is a CNI plugin: a container runtime (containerd, CRI-O, podman, "
@@ -45,7 +49,50 @@ def _parser(program: str) -> argparse.ArgumentParser:
         help=f"unix socket path (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})",
     )
     agent.add_argument("--json", action="store_true", help="status as JSON")
+    node = sub.add_parser(
+        "node", help="cluster mode: run the node daemon, show the cluster, detect the node IP")
+    node.add_argument("action", choices=["run", "status", "detect-ip", "leave"],
+                      help="run: register and keep this node's blocks; status: nodes, IPs, blocks; "
+                      "detect-ip: print the node IP autodetection's answer; leave NAME: take a "
+                      "node out of the registry and give its blocks back")
+    node.add_argument("name", nargs="?", help="the node to remove (leave only)")
+    node.add_argument("--config", default=DEFAULT_CLUSTER_CONFIG,
+                      help="cluster config file (default: %(default)s)")
+    node.add_argument("--once", action="store_true", help="run: one resync, then exit")
+    node.add_argument("--method", help="detect-ip: the method to try instead of the config's "
+                      "(first-found, can-reach=IP, interface=REGEX, cidr=CIDR)")
+    node.add_argument("--json", action="store_true", help="status as JSON")
     return parser
+
+
+def _node(options: argparse.Namespace, stdout: TextIO) -> int:
+    from . import logs
+    from .cluster import autodetect, config, daemon, status
+    from .cluster.datastore import Datastore, DatastoreUnavailable, PoolExhausted
+    from .errors import CNIError
+
+    logs.configure("info" if options.action == "run" else "warning")
+    try:
+        conf = config.load(options.config)
+        if options.action == "status":
+            return status.write(status.gather(conf), options.json, stdout)
+        if options.action == "leave":
+            if not options.name:
+                raise CNIError(Code.INVALID_NETWORK_CONFIG, "node leave needs the node's name")
+            store = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
+            released = store.remove_node(options.name)
+            stdout.write(f"node {options.name} removed; blocks released: "
+                         f"{', '.join(map(str, released)) or 'none'}\n")
+            return 0
+        method = options.method or conf.ip_autodetection
+        node_ip = autodetect.detect(method, None if options.method else conf.node_ip)
+        if options.action == "detect-ip":
+            stdout.write(f"{node_ip}\n")
+            return 0
+        return daemon.serve(conf, str(node_ip), options.once)
+    except (CNIError, autodetect.NodeIPError, DatastoreUnavailable, PoolExhausted) as err:
+        print(f"calico-py node {options.action}: {err}", file=sys.stderr)
+        return 1
 
 
 def _agent(action: str, path: str, as_json: bool, stdout: TextIO) -> int:
@@ -79,6 +126,8 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
     if options.command == "agent":
         path = options.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
         return _agent(options.action, path, options.json, stdout)
+    if options.command == "node":
+        return _node(options, stdout)
     if options.command == "ipam" and options.ipam_command == "show":
         from ipam.show import show
 

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cni_calico_py import results
+from cni_calico_py.cluster import node_state
+from cni_calico_py.cluster.config import DEFAULT_STATE_FILE
 from cni_calico_py.decoding import field_path
 from cni_calico_py.errors import CNIError, Code
 
@@ -57,6 +59,8 @@ class IpamModel(BaseModel):
     routes: list[RouteModel] = Field(default_factory=list)
     lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT, alias="lockTimeoutSeconds",
                                 gt=0, le=600)
+    # Read only when the section names no range: the node daemon's blocks.
+    node_state_file: str = Field(default=DEFAULT_STATE_FILE, alias="nodeStateFile", min_length=1)
 
 
 class _Problems:
@@ -96,7 +100,9 @@ def parse(raw: dict[str, Any]) -> IpamConf:
                 message += f" (got {json.dumps(item.get('input'), default=str)[:80]})"
             problems.add(field_path("ipam", item["loc"]), message)
         raise problems.error() from None
-    range_sets = _range_sets(model, problems)
+    cluster = not (model.subnet or model.range_start or model.range_end or model.gateway
+                   or model.ranges)
+    range_sets = _node_blocks(model.node_state_file) if cluster else _range_sets(model, problems)
     routes = tuple(_route(r, i, problems) for i, r in enumerate(model.routes))
     if problems.items:
         raise problems.error()
@@ -106,7 +112,22 @@ def parse(raw: dict[str, Any]) -> IpamConf:
         data_dir=model.data_dir,
         routes=tuple(r for r in routes if r is not None),
         lock_timeout=model.lock_timeout,
+        node_state_file=model.node_state_file if cluster else None,
     )
+
+
+def _node_blocks(path: str) -> tuple[RangeSet, ...]:
+    """One range set over every block the node daemon has claimed for this node."""
+    state = node_state.read(path)
+    if state is None:
+        raise CNIError(
+            Code.TRY_AGAIN_LATER,
+            f"no address range: ipam names no subnet or ranges, and the node daemon has not "
+            f"written {path} yet; start `calico-py node run` (cluster mode) or set ipam.subnet "
+            "to this node's block (single node)", path)
+    ranges = tuple(Range(subnet=b, first=b[0], last=b[-1], gateway=None, path=f"{path}:blocks")
+                   for b in state.networks)
+    return (RangeSet(index=0, ranges=ranges),)
 
 
 def _range_sets(model: IpamModel, problems: _Problems) -> tuple[RangeSet, ...]:
@@ -123,8 +144,6 @@ def _range_sets(model: IpamModel, problems: _Problems) -> tuple[RangeSet, ...]:
             problems.add(f"ipam.ranges[{i}]", "is empty: a range set needs at least one range")
         raw_sets.append((f"ipam.ranges[{i}]",
                          [(r, f"ipam.ranges[{i}][{j}]") for j, r in enumerate(models)]))
-    if not raw_sets:
-        problems.add("ipam.ranges", "no address range: set ipam.subnet or ipam.ranges")
     sets = []
     for index, (set_path, entries) in enumerate(raw_sets):
         parsed = [r for r in (_range(m, p, problems) for m, p in entries) if r is not None]

@@ -9,13 +9,15 @@ from cni_calico_py import decoding, logs, results
 from cni_calico_py.errors import CNIError, Code
 from cni_calico_py.request import Request
 
+from . import borrow, pool
 from . import config as ipam_config
-from . import pool
 from .blackhole import NetlinkBlackholes
 from .disk_store import DiskStore
-from .requested import requested_addresses
+from .ranges import IpamConf
+from .requested import Requested, requested_addresses
 
 GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+_CLAIM_ATTEMPTS = 3
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -36,7 +38,7 @@ def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
         if request.command == "ADD":
             requested = requested_addresses(request.args, raw)
             routes.open()  # import and connect before the lock, not while others wait
-            chosen = pool.add(store, conf, who, request.netns, requested, routes)
+            chosen = _add(raw, conf, store, who, request.netns, requested, routes)
             logs.log.info("IPAM ADD %s got %s", who, ", ".join(str(a.address) for a in chosen))
             return results.Result(
                 ips=[results.IPConfig(
@@ -61,6 +63,23 @@ def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
         return None
     finally:
         routes.close()
+
+
+def _add(
+    raw: dict[str, Any], conf: IpamConf, store: DiskStore, who: pool.Attachment, netns: str,
+    requested: list[Requested], routes: NetlinkBlackholes,
+) -> list[pool.Allocation]:
+    """pool.add, and in cluster mode, when every block of the node is full, claim another."""
+    for _ in range(_CLAIM_ATTEMPTS):
+        try:
+            return pool.add(store, conf, who, netns, requested, routes)
+        except CNIError as err:
+            if err.code != Code.ADDRESS_EXHAUSTED or conf.node_state_file is None:
+                raise
+            borrow.claim_block(conf.node_state_file, conf.blocks, err)
+            conf = ipam_config.parse(raw)
+    # Other ADDs filled each new block before this one got an address from it.
+    return pool.add(store, conf, who, netns, requested, routes)
 
 
 def handle(request: Request) -> dict[str, Any] | None:

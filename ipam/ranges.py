@@ -58,7 +58,7 @@ class RangeSet:
         return total
 
     def describe(self) -> str:
-        return ", ".join(r.describe() for r in self.ranges)
+        return ", ".join(r.describe() for r in self.ranges) or "(no block yet)"
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class IpamConf:
     data_dir: str
     routes: tuple[results.Route, ...]
     lock_timeout: float
+    # Set when the blocks come from the node daemon (cluster mode), not the config.
+    node_state_file: str | None = None
 
     @property
     def store_dir(self) -> str:

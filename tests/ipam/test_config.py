@@ -86,7 +86,6 @@ BAD = [
      "ipam.ranges[0][0]", "overlaps ipam.subnet"),
     ("mixed families", {"ranges": [[range_(), {"subnet": V6}]]}, "ipam.ranges[0]", "mixes"),
     ("empty range set", {"ranges": [[]]}, "ipam.ranges[0]", "empty"),
-    ("no range", {}, "ipam.ranges", "no address range"),
     ("start without subnet", {"rangeStart": "192.168.97.1"}, "ipam.subnet", "required"),
     ("misspelt key", {"ranges": [[range_(rangestart="192.168.97.1")]]},
      "ipam.ranges[0][0].rangestart", "Extra inputs"),

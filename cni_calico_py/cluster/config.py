@@ -1,0 +1,100 @@
+"""The node daemon's cluster config: `/etc/calico-py/node.yaml`, checked by pydantic.
+
+Keys are snake_case, as operators write Calico's node settings. A missing
+file is not an error for the CNI plugin: without it a node runs alone on the
+block in its conflist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..decoding import config_error
+from ..errors import CNIError, Code
+
+DEFAULT_PATH = "/etc/calico-py/node.yaml"
+DEFAULT_STATE_FILE = "/var/lib/calico-py/node-state.json"
+DEFAULT_CONFLIST = "/etc/cni/net.d/10-calico-py.conflist"
+Encapsulation = Literal["Off", "VXLAN", "VXLANCrossSubnet", "IPIP", "IPIPCrossSubnet"]
+# Node names become etcd keys and BIRD protocol names.
+_NODENAME = re.compile(r"^[a-z0-9]([a-z0-9.\-]{0,61}[a-z0-9])?$")
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    etcd_endpoints: list[str] = Field(min_length=1)
+    etcd_prefix: str = "/calico-py/v1"
+    etcd_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    pool: ipaddress.IPv4Network
+    block_size: int = Field(default=26, ge=20, le=32)
+    encapsulation: Encapsulation = "Off"
+    as_number: int = Field(default=64512, ge=1, le=4294967295)
+    nodename: str = Field(default_factory=socket.gethostname)
+    node_ip: str | None = None
+    ip_autodetection: str = "first-found"
+    state_file: str = DEFAULT_STATE_FILE
+    cni_conflist: str = DEFAULT_CONFLIST
+    block_release_after_seconds: float = Field(default=600.0, gt=0)
+    resync_seconds: float = Field(default=10.0, gt=0)
+    bird_dir: str = "/run/calico-py/bird"
+
+    @field_validator("encapsulation", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare Off as false.
+        return "Off" if value is False else value
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^/\s]+:\d+/?$", url):
+                raise ValueError(f"{url!r} is not an endpoint like http://10.99.0.1:2379")
+        return [u.rstrip("/") for u in value]
+
+    @field_validator("nodename")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NODENAME.match(value):
+            raise ValueError(f"{value!r} is not a node name: lower-case letters, digits, '-' and '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _block_fits_pool(self) -> ClusterConfig:
+        if self.block_size < self.pool.prefixlen:
+            raise ValueError(f"block_size /{self.block_size} is larger than the pool {self.pool}")
+        return self
+
+
+def parse(raw: Any, source: str) -> ClusterConfig:
+    if not isinstance(raw, dict):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"{source}: the cluster config must be a mapping of settings")
+    try:
+        return ClusterConfig.model_validate(raw)
+    except ValidationError as err:
+        problem = config_error(err)
+        detail = problem.msg.removeprefix("invalid network config: ")
+        raise CNIError(problem.code, f"{source}: invalid cluster config: {detail}",
+                       problem.details) from None
+
+
+def load(path: str = DEFAULT_PATH) -> ClusterConfig:
+    """The config file (YAML, so JSON too), or error 7 naming the file and each bad key."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            raw = yaml.safe_load(file)
+    except OSError as err:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"cannot read the cluster config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, f"{path} is not valid YAML: {err}") from None
+    return parse(raw, path)

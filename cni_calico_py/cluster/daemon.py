@@ -1,0 +1,170 @@
+"""`calico-py node run`: register the node, own its blocks, keep the node state current.
+
+Each resync (every `resync_seconds`):
+1. put the node's record (name, IP, AS, VTEP MAC) in the registry;
+2. read the blocks etcd says this node owns, claim one if there is none;
+3. write them to the node state file the IPAM reads on every ADD;
+4. give back blocks that have held no address for `block_release_after_seconds`.
+
+etcd down: the node state stays as it was, so ADDs go on using the owned
+blocks; the daemon retries with a backoff and logs each attempt.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ..errors import CNIError
+from ..logs import log
+from . import node_state
+from .blocks import IPv4Network, vtep_mac
+from .config import ClusterConfig
+from .datastore import Datastore, DatastoreUnavailable, NodeRecord, PoolExhausted
+from .node_state import NodeState
+
+MAX_BACKOFF = 30.0
+
+
+class NodeDaemon:
+    def __init__(self, conf: ClusterConfig, node_ip: str) -> None:
+        self.conf = conf
+        self.node_ip = node_ip
+        self.datastore = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
+        self.pool = conf.pool
+        # Idle blocks are first taken out of the node state (no new ADD uses
+        # them), and given back to the pool one resync later, if still empty.
+        self._empty_since: dict[IPv4Network, float] = {}
+        self._retiring: dict[IPv4Network, float] = {}
+        self.hooks: list[Callable[[NodeDaemon], None]] = []
+
+    def record(self) -> NodeRecord:
+        return NodeRecord(self.conf.nodename, self.node_ip, self.conf.as_number,
+                          vtep_mac(self.conf.nodename))
+
+    def base_state(self) -> NodeState:
+        c = self.conf
+        return NodeState(
+            nodename=c.nodename, node_ip=self.node_ip, pool=str(c.pool), block_size=c.block_size,
+            encapsulation=c.encapsulation, etcd_endpoints=tuple(c.etcd_endpoints),
+            etcd_prefix=c.etcd_prefix, etcd_timeout_seconds=c.etcd_timeout_seconds)
+
+    def sync(self) -> NodeState:
+        """One resync; raises DatastoreUnavailable when etcd does not answer."""
+        self.datastore.register_node(self.record())
+        with node_state.locked(self.conf.state_file):
+            owned = self.datastore.owned_blocks(self.conf.nodename, self.pool)
+            if not owned:
+                owned = [self.datastore.claim_block(self.conf.nodename, self.pool,
+                                                    self.conf.block_size)]
+            active = [b for b in owned if b not in self._retiring]
+            state = self.base_state().with_blocks(active)
+            if node_state.read(self.conf.state_file) != state:
+                node_state.write(self.conf.state_file, state)
+                log.info("node %s (%s) blocks: %s", state.nodename, state.node_ip,
+                         ", ".join(state.blocks))
+        self._release_idle(active)
+        for hook in self.hooks:
+            hook(self)
+        return state
+
+    # -- giving idle blocks back
+    def _release_idle(self, active: list[IPv4Network]) -> None:
+        store = _ipam_store(self.conf.cni_conflist)
+        if store is None:
+            return
+        held, lock = store
+        now = time.monotonic()
+        addresses = held()
+        for block in active:
+            if any(a in block for a in addresses):
+                self._empty_since.pop(block, None)
+            else:
+                self._empty_since.setdefault(block, now)
+        idle = [b for b in active[1:] if b in self._empty_since
+                and now - self._empty_since[b] >= self.conf.block_release_after_seconds]
+        for block in idle:
+            with lock(), node_state.locked(self.conf.state_file):
+                if any(a in block for a in held()):
+                    continue
+                current = node_state.read(self.conf.state_file)
+                if current is not None:
+                    node_state.write(self.conf.state_file, current.with_blocks(
+                        [b for b in current.networks if b != block]))
+                self._retiring[block] = now
+                self._empty_since.pop(block, None)
+                log.info("block %s idle for %.0f s: no new addresses from it", block,
+                         self.conf.block_release_after_seconds)
+        for block, since in list(self._retiring.items()):
+            if block in idle or now - since < self.conf.resync_seconds:
+                continue
+            with lock():
+                if any(a in block for a in held()):
+                    # An ADD that read the old state got an address from it: keep it.
+                    del self._retiring[block]
+                    continue
+                self.datastore.release_block(block, self.conf.nodename)
+                del self._retiring[block]
+
+    # -- the loop
+    def run(self, stop: threading.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self.sync()
+                delay = 1.0
+                stop.wait(self.conf.resync_seconds)
+            except DatastoreUnavailable as err:
+                log.warning("%s; pods keep working on blocks already owned; retrying in %.0f s",
+                            err, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+            except PoolExhausted as err:
+                log.error("node %s owns no block: %s; retrying in %.0f s", self.conf.nodename,
+                          err, MAX_BACKOFF)
+                stop.wait(MAX_BACKOFF)
+
+
+Held = Callable[[], list[Any]]
+Lock = Callable[[], AbstractContextManager[None]]
+
+
+def _ipam_store(conflist: str) -> tuple[Held, Lock] | None:
+    """The reserved addresses and the lock of the IPAM store the conflist names."""
+    from ipam import config as ipam_config
+    from ipam.disk_store import DiskStore
+    from ipam.show import ShowError, load_network
+
+    try:
+        conf = ipam_config.parse(load_network(conflist))
+    except (ShowError, CNIError) as err:
+        log.debug("not releasing idle blocks: %s", err)
+        return None
+    if conf.node_state_file is None:
+        return None  # the conflist's own block: nothing of the pool's to give back
+    store = DiskStore(conf.store_dir, conf.lock_timeout)
+    return (lambda: list(store.reservations()), store.locked)
+
+
+def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
+    daemon = NodeDaemon(conf, node_ip)
+    if once:
+        state = daemon.sync()
+        log.info("node %s synced once: blocks %s", state.nodename, ", ".join(state.blocks))
+        return 0
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("node %s (%s) starting against %s", conf.nodename, node_ip,
+             ", ".join(conf.etcd_endpoints))
+    daemon.run(stop)
+    log.info("node %s stopped", conf.nodename)
+    return 0

@@ -1,0 +1,99 @@
+"""The node-local state the node daemon writes and the IPAM reads on every ADD.
+
+One JSON file (default /var/lib/calico-py/node-state.json) holding what an
+ADD needs without asking etcd: the node's blocks, and where etcd and the pool
+are for the rare ADD that finds every block full and claims another. Writers
+hold `<file>.lock`; readers need no lock since the file is replaced whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field, replace
+
+from ..errors import CNIError, Code
+from .blocks import IPv4Network
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class NodeState:
+    nodename: str
+    node_ip: str
+    pool: str
+    block_size: int
+    encapsulation: str
+    etcd_endpoints: tuple[str, ...]
+    etcd_prefix: str
+    etcd_timeout_seconds: float
+    blocks: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def networks(self) -> list[IPv4Network]:
+        return [IPv4Network(b) for b in self.blocks]
+
+    def with_blocks(self, blocks: list[IPv4Network]) -> NodeState:
+        return replace(self, blocks=tuple(str(b) for b in blocks))
+
+
+def read(path: str) -> NodeState | None:
+    """The state, None when the daemon has not written it yet; error 5 when it is unreadable."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise CNIError(Code.IO_FAILURE, f"cannot read the node state {path}: {err}; "
+                       "restarting `calico-py node` rewrites it", path) from None
+    try:
+        data.pop("format", None)
+        data["etcd_endpoints"] = tuple(data["etcd_endpoints"])
+        data["blocks"] = tuple(data["blocks"])
+        state = NodeState(**data)
+        state.networks  # noqa: B018 - parse every block now, not halfway through an ADD
+    except (TypeError, KeyError, ValueError, AttributeError) as err:
+        raise CNIError(Code.IO_FAILURE, f"the node state {path} is damaged ({err}); "
+                       "restarting `calico-py node` rewrites it", path) from None
+    return state
+
+
+def write(path: str, state: NodeState) -> None:
+    """Replace the file whole: a reader sees the old state or the new one."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}")
+    try:
+        with open(temp, "w", encoding="utf-8") as file:
+            json.dump({"format": FORMAT, **asdict(state)}, file, indent=2)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+@contextmanager
+def locked(path: str, timeout: float = 10.0) -> Iterator[None]:
+    """Serialises the daemon's resync and an ADD's claim of a new block."""
+    import filelock
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    lock = filelock.FileLock(f"{path}.lock", timeout=timeout, fallback_to_soft=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise CNIError(Code.TRY_AGAIN_LATER, f"the node state lock {path}.lock is held by another "
+                       f"process after {timeout:g} s; try again later", path) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,61 @@
+"""`calico-py node status`: the registry as etcd has it, and this node's view."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from . import node_state
+from .config import ClusterConfig
+from .datastore import Datastore, DatastoreUnavailable
+
+# Filled in by the routing mode that has peers to report (BGP): nodename -> state.
+PeerStates = Callable[[ClusterConfig], dict[str, str]]
+
+
+def gather(conf: ClusterConfig, peer_states: PeerStates | None = None) -> dict[str, Any]:
+    local = node_state.read(conf.state_file)
+    report: dict[str, Any] = {
+        "nodename": conf.nodename,
+        "encapsulation": conf.encapsulation,
+        "pool": str(conf.pool),
+        "localBlocks": list(local.blocks) if local else [],
+        "nodes": [],
+        "error": None,
+    }
+    datastore = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
+    try:
+        owners = datastore.blocks()
+        nodes = datastore.nodes()
+    except DatastoreUnavailable as err:
+        report["error"] = str(err)
+        return report
+    peers = peer_states(conf) if peer_states else {}
+    for node in nodes:
+        report["nodes"].append({
+            "name": node.name, "ip": node.ip, "asNumber": node.as_number, "vtepMac": node.vtep_mac,
+            "blocks": [str(b) for b in sorted(b for b, owner in owners.items()
+                                              if owner == node.name)],
+            "peer": peers.get(node.name, "self" if node.name == conf.nodename else None),
+        })
+    return report
+
+
+def write(report: dict[str, Any], as_json: bool, out: TextIO) -> int:
+    if as_json:
+        out.write(json.dumps(report, indent=2) + "\n")
+        return 1 if report["error"] else 0
+    out.write(f"node {report['nodename']}, pool {report['pool']}, encapsulation "
+              f"{report['encapsulation']}\n")
+    out.write(f"local blocks (node state): {', '.join(report['localBlocks']) or 'none'}\n")
+    if report["error"]:
+        out.write(f"etcd: {report['error']}\n")
+        return 1
+    table = [("NAME", "IP", "AS", "VTEP MAC", "BLOCKS", "PEER")]
+    table += [(n["name"], n["ip"], str(n["asNumber"]), n["vtepMac"], ", ".join(n["blocks"]) or "-",
+               n["peer"] or "-") for n in report["nodes"]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    return 0

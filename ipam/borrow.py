@@ -1,0 +1,41 @@
+"""Cluster mode: an ADD that finds every block of the node full claims one more.
+
+This is the only ADD path that talks to etcd; every other ADD reads the
+node state file alone. The claim happens under the node state lock, so ADDs
+that fill the last block together claim one new block, not one each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cni_calico_py.cluster import node_state
+from cni_calico_py.cluster.blocks import IPv4Network
+from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.logs import log
+
+from .ranges import IPNetwork
+
+
+def claim_block(state_path: str, seen: Sequence[IPNetwork], exhausted: CNIError) -> None:
+    """Add a block to the node state, unless someone did since `seen` was read."""
+    from cni_calico_py.cluster.datastore import Datastore, DatastoreUnavailable, PoolExhausted
+
+    with node_state.locked(state_path):
+        state = node_state.read(state_path)
+        if state is None or list(state.networks) != list(seen):
+            return
+        datastore = Datastore(state.etcd_endpoints, state.etcd_prefix, state.etcd_timeout_seconds)
+        try:
+            block = datastore.claim_block(state.nodename, IPv4Network(state.pool), state.block_size)
+        except DatastoreUnavailable as err:
+            raise CNIError(
+                Code.TRY_AGAIN_LATER,
+                f"{exhausted.msg.split(';')[0]}, and claiming another block of pool {state.pool} "
+                f"failed: {err}. Running pods keep their addresses; ADD works again once etcd "
+                "answers or a pod is deleted", state.pool) from None
+        except PoolExhausted as err:
+            raise CNIError(Code.ADDRESS_EXHAUSTED, f"{exhausted.msg.split(';')[0]}, and {err}",
+                           state.pool) from None
+        node_state.write(state_path, state.with_blocks([*state.networks, block]))
+        log.info("node %s: every block was full; claimed %s", state.nodename, block)

@@ -1,0 +1,130 @@
+"""A cluster test case: underlay, etcd, and per node a cluster config, conflist and state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.topology import ClusterNode, Etcd, Underlay, etcd, underlay
+from tests.cni_calls import Pod
+from tests.netns import add_netns, del_netns, stop_process, unique_name
+
+NETWORK = "k8s-pod-network"
+
+
+@dataclass
+class Cluster:
+    underlay: Underlay
+    etcd: Etcd
+    tmp: Path
+    exe: str
+    cni_path: str
+    pool: str = "192.168.0.0/24"
+    block_size: int = 26
+    pod_netns: list[str] = field(default_factory=list)
+
+    def dir(self, node: ClusterNode) -> Path:
+        path = self.tmp / node.name
+        path.mkdir(exist_ok=True)
+        return path
+
+    def config_path(self, node: ClusterNode) -> Path:
+        return self.dir(node) / "node.yaml"
+
+    def state_file(self, node: ClusterNode) -> Path:
+        return self.dir(node) / "state" / "node-state.json"
+
+    def write_config(self, node: ClusterNode, **extra: Any) -> Path:
+        """The node's cluster config and the conflist whose IPAM takes blocks from it."""
+        settings: dict[str, Any] = {
+            "etcd_endpoints": [self.etcd.endpoint],
+            "pool": self.pool,
+            "block_size": self.block_size,
+            "nodename": node.name,
+            "ip_autodetection": f"can-reach={self.underlay.gateway}",
+            "state_file": str(self.state_file(node)),
+            "cni_conflist": str(self.dir(node) / "10-calico-py.conflist"),
+            "resync_seconds": 1,
+            "etcd_timeout_seconds": 1,
+            **extra,
+        }
+        self.config_path(node).write_text(yaml.safe_dump(settings))
+        conflist = {"cniVersion": "1.0.0", "name": NETWORK, "plugins": [self.netconf(node)]}
+        Path(settings["cni_conflist"]).write_text(json.dumps(conflist))
+        return self.config_path(node)
+
+    def netconf(self, node: ClusterNode) -> dict[str, Any]:
+        return {
+            "cniVersion": "1.0.0", "name": NETWORK, "type": "calico-py",
+            "mtu_file_path": str(self.dir(node) / "no-mtu-file"),
+            "ipam": {"type": "calico-py-ipam", "dataDir": str(self.dir(node) / "ipam"),
+                     "nodeStateFile": str(self.state_file(node))},
+        }
+
+    def node_cmd(self, node: ClusterNode, *args: str,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", node.name, self.exe, "node", *args,
+             "--config", str(self.config_path(node))],
+            capture_output=True, text=True, timeout=timeout)
+
+    def sync_once(self, node: ClusterNode) -> None:
+        proc = self.node_cmd(node, "run", "--once")
+        assert proc.returncode == 0, proc.stderr
+
+    def node_state(self, node: ClusterNode) -> dict[str, Any]:
+        return dict(json.loads(self.state_file(node).read_text()))
+
+    @contextmanager
+    def daemon(self, node: ClusterNode) -> Iterator[subprocess.Popen[bytes]]:
+        log = open(self.dir(node) / "daemon.log", "ab")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", node.name, self.exe, "node", "run",
+             "--config", str(self.config_path(node))], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            stop_process(proc)
+            log.close()
+
+    def pod(self, node: ClusterNode) -> Pod:
+        name = unique_name("pod")
+        self.pod_netns.append(name)
+        return Pod(node=node, exe=self.exe, cni_path=self.cni_path,  # type: ignore[arg-type]
+                   conf=self.netconf(node), netns=add_netns(name),
+                   container_id=f"c-{name}")
+
+    def remove_pods(self) -> None:
+        for name in self.pod_netns:
+            del_netns(name)
+
+
+@pytest.fixture
+def cluster(root: None, plugin_exe: str, cni_path: str, tmp_path: Path) -> Iterator[Cluster]:
+    with underlay() as made, etcd(made) as store:
+        case = Cluster(made, store, tmp_path, plugin_exe, cni_path)
+        try:
+            yield case
+        finally:
+            case.remove_pods()
+
+
+def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+

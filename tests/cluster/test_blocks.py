@@ -1,0 +1,153 @@
+"""Block ownership in a real etcd: claims, races, restarts, borrowing, etcd outages."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import threading
+from collections import Counter
+
+import pytest
+
+from tests.cluster.conftest import Cluster, wait_for
+
+pytestmark = pytest.mark.netns
+
+
+def owners(cluster: Cluster) -> dict[str, str]:
+    """Block key -> owner, read by etcdctl inside the underlay."""
+    lines = cluster.etcd.etcdctl("get", "--prefix", "/calico-py/v1/blocks/").splitlines()
+    return {lines[i].rsplit("/", 1)[-1]: json.loads(lines[i + 1])["node"]
+            for i in range(0, len(lines), 2)}
+
+
+def in_parallel(*calls: tuple) -> None:
+    threads = [threading.Thread(target=f, args=args) for f, *args in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_three_nodes_starting_at_once_get_distinct_blocks_and_keep_them(cluster: Cluster) -> None:
+    nodes = [cluster.underlay.add_node(i) for i in (1, 2, 3)]
+    for node in nodes:
+        cluster.write_config(node)
+    in_parallel(*[(cluster.sync_once, n) for n in nodes])
+    blocks = {n.name: cluster.node_state(n)["blocks"] for n in nodes}
+    assert all(len(b) == 1 for b in blocks.values()), blocks
+    assert len({b[0] for b in blocks.values()}) == 3
+    for node in nodes:
+        block = ipaddress.ip_network(blocks[node.name][0])
+        assert block.prefixlen == 26 and block.subnet_of(ipaddress.ip_network(cluster.pool))
+        assert cluster.node_state(node)["node_ip"] == node.cidr
+    assert sorted(owners(cluster).values()) == sorted(n.name for n in nodes)
+    status = json.loads(cluster.node_cmd(nodes[0], "status", "--json").stdout)
+    assert {n["name"]: (n["ip"], n["blocks"]) for n in status["nodes"]} == {
+        n.name: (n.cidr, blocks[n.name]) for n in nodes}
+    # Restarting every daemon keeps each node's block.
+    in_parallel(*[(cluster.sync_once, n) for n in nodes])
+    assert {n.name: cluster.node_state(n)["blocks"] for n in nodes} == blocks
+    assert len(owners(cluster)) == 3
+
+
+def test_twenty_claimers_for_three_free_blocks_never_share_one(cluster: Cluster) -> None:
+    node = cluster.underlay.add_node(1)
+    cluster.pool = "192.168.50.0/24"  # four /26 blocks
+    cluster.write_config(node, nodename="early")
+    cluster.sync_once(node)
+    names = [f"racer-{i:02d}" for i in range(20)]
+    configs = {}
+    for name in names:
+        cluster.write_config(node, nodename=name)
+        configs[name] = cluster.config_path(node).with_name(f"{name}.yaml")
+        cluster.config_path(node).rename(configs[name])
+    procs = {name: subprocess.Popen(
+        ["ip", "netns", "exec", node.name, cluster.exe, "node", "run", "--once",
+         "--config", str(configs[name])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in names}
+    outcomes = {name: (p.wait(120), p.stderr.read()) for name, p in procs.items()}
+    winners = [n for n, (code, _) in outcomes.items() if code == 0]
+    losers = {n: err for n, (code, err) in outcomes.items() if code != 0}
+    assert len(winners) == 3, outcomes
+    owned = owners(cluster)
+    assert len(owned) == 4 and Counter(owned.values()) == Counter(["early", *winners])
+    for err in losers.values():
+        assert "pool 192.168.50.0/24 has no free /26 block: all 4 are owned" in err, err
+
+
+def test_a_full_block_brings_a_second_one_and_addresses_stay_unique(cluster: Cluster) -> None:
+    cluster.block_size = 29  # eight addresses a block keeps the test short
+    node = cluster.underlay.add_node(1)
+    cluster.write_config(node)
+    cluster.sync_once(node)
+    first = cluster.node_state(node)["blocks"]
+    pods = [cluster.pod(node) for _ in range(11)]
+    for pod in pods:
+        pod.add()
+    blocks = cluster.node_state(node)["blocks"]
+    assert blocks[0] == first[0] and len(blocks) == 2
+    addresses = [pod.address() for pod in pods]
+    assert len(set(addresses)) == 11
+    networks = [ipaddress.ip_network(b) for b in blocks]
+    assert sum(ipaddress.ip_address(a) in networks[0] for a in addresses) == 8
+    assert all(any(ipaddress.ip_address(a) in n for n in networks) for a in addresses)
+    assert Counter(owners(cluster).values()) == Counter({node.name: 2})
+    routes = node.exec("ip", "route", "show", "type", "blackhole").stdout
+    assert all(b in routes for b in blocks), routes
+    shown = json.loads(subprocess.run(
+        [cluster.exe, "ipam", "show", "--json", "--conf",
+         str(cluster.dir(node) / "10-calico-py.conflist")], capture_output=True, text=True).stdout)
+    assert [b["used"] for b in shown["blocks"]] == [11]
+    assert shown["blocks"][0]["block"] == ", ".join(blocks)
+    for pod in pods:
+        assert pod.delete()[0] == 0
+    assert node.exec("ip", "route", "show", "type", "blackhole").stdout == ""
+
+
+def test_etcd_down_owned_blocks_serve_a_new_block_waits(cluster: Cluster) -> None:
+    cluster.block_size = 30
+    node = cluster.underlay.add_node(1)
+    cluster.write_config(node)
+    cluster.sync_once(node)
+    cluster.etcd.stop()
+    with cluster.daemon(node):
+        pods = [cluster.pod(node) for _ in range(5)]
+        for pod in pods[:4]:
+            pod.add()
+        code, out, _ = pods[4].call("ADD")
+        assert code != 0 and out["code"] == 11, out
+        assert "no free address in block" in out["msg"]
+        assert "claiming another block of pool 192.168.0.0/24 failed" in out["msg"]
+        assert "no etcd endpoint answered" in out["msg"]
+        log = cluster.dir(node) / "daemon.log"
+        wait_for(lambda: log.read_text().count("retrying in") >= 2, what="the daemon's retries")
+        cluster.etcd.start()
+        pods[4].add()
+        assert len(cluster.node_state(node)["blocks"]) == 2
+        assert len({p.address() for p in pods}) == 5
+        for pod in pods:
+            assert pod.delete()[0] == 0
+
+
+def test_an_idle_extra_block_goes_back_to_the_pool(cluster: Cluster) -> None:
+    cluster.block_size = 30
+    node = cluster.underlay.add_node(1)
+    cluster.write_config(node, block_release_after_seconds=1)
+    cluster.sync_once(node)
+    first = cluster.node_state(node)["blocks"][0]
+    pods = [cluster.pod(node) for _ in range(5)]
+    with cluster.daemon(node):
+        for pod in pods:
+            pod.add()
+        assert len(cluster.node_state(node)["blocks"]) == 2
+        assert pods[4].delete()[0] == 0
+        wait_for(lambda: list(owners(cluster).values()) == [node.name], what="the release")
+        assert cluster.node_state(node)["blocks"] == [first]
+        # The first block stays even when empty: a node keeps one block.
+        for pod in pods[:4]:
+            assert pod.delete()[0] == 0
+        log = (cluster.dir(node) / "daemon.log").read_text()
+    assert "released block" in log
+    assert list(owners(cluster)) == [first.replace("/", "-")]

@@ -1,0 +1,51 @@
+"""The cluster config's checks and the pure block arithmetic."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+import yaml
+
+from cni_calico_py.cluster import config
+from cni_calico_py.cluster.blocks import block_from_key, block_key, claim_order, vtep_mac
+from cni_calico_py.errors import CNIError
+
+BASE = {"etcd_endpoints": ["http://10.99.0.1:23790"], "pool": "192.168.0.0/16", "nodename": "n1"}
+
+
+def test_defaults_and_yaml_off() -> None:
+    conf = config.parse(yaml.safe_load("encapsulation: Off\n" + yaml.safe_dump(BASE)), "f")
+    assert (conf.encapsulation, conf.block_size, conf.as_number) == ("Off", 26, 64512)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"pool": "192.168.0.0/27"}, "block_size /26 is larger than the pool"),
+    ({"etcd_endpoints": ["10.99.0.1"]}, "is not an endpoint like"),
+    ({"etcd_endpoints": []}, "etcd_endpoints"),
+    ({"encapsulation": "GRE"}, "encapsulation"),
+    ({"nodename": "Node_1"}, "not a node name"),
+    ({"pool": "192.168.0.1/16"}, "pool"),
+    ({"as_numbr": 1}, "as_numbr"),
+])
+def test_bad_settings_are_error_7_naming_the_key(change: dict, words: str) -> None:
+    with pytest.raises(CNIError) as caught:
+        config.parse({**BASE, **change}, "/etc/calico-py/node.yaml")
+    assert caught.value.code == 7
+    assert words in caught.value.msg and caught.value.msg.startswith("/etc/calico-py/node.yaml")
+
+
+def test_claim_order_skips_taken_blocks_and_covers_the_pool() -> None:
+    pool = ipaddress.IPv4Network("10.0.0.0/24")
+    taken = {ipaddress.IPv4Network("10.0.0.64/26")}
+    order = list(claim_order(pool, 26, taken, "n1"))
+    assert sorted(order) == [ipaddress.IPv4Network(f"10.0.0.{i}/26") for i in (0, 128, 192)]
+    assert list(claim_order(pool, 26, taken, "n1")) == order
+
+
+def test_block_keys_and_vtep_mac() -> None:
+    block = ipaddress.IPv4Network("192.168.3.64/26")
+    assert block_from_key(block_key(block)) == block
+    assert block_from_key("junk") is None
+    mac = vtep_mac("n1")
+    assert mac == vtep_mac("n1") != vtep_mac("n2") and mac.startswith("66:")
