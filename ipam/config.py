@@ -125,8 +125,10 @@ def _node_blocks(path: str) -> tuple[RangeSet, ...]:
             f"no address range: ipam names no subnet or ranges, and the node daemon has not "
             f"written {path} yet; start `calico-py node run` (cluster mode) or set ipam.subnet "
             "to this node's block (single node)", path)
-    ranges = tuple(Range(subnet=b, first=b[0], last=b[-1], gateway=None, path=f"{path}:blocks")
-                   for b in state.networks)
+    tunnel = ipaddress.ip_address(state.tunnel_address) if state.tunnel_address else None
+    # The tunnel device holds the home block's first address: never hand it to a pod.
+    ranges = tuple(Range(subnet=b, first=b[1] if b[0] == tunnel else b[0], last=b[-1], gateway=None,
+                         path=f"{path}:blocks") for b in state.networks)
     return (RangeSet(index=0, ranges=ranges),)
 
 

@@ -32,7 +32,7 @@ class ClusterConfig(BaseModel):
     etcd_prefix: str = "/calico-py/v1"
     etcd_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     pool: ipaddress.IPv4Network
-    block_size: int = Field(default=26, ge=20, le=32)
+    block_size: int = Field(default=26, ge=20, le=31)
     encapsulation: Encapsulation = "Off"
     as_number: int = Field(default=64512, ge=1, le=4294967295)
     nodename: str = Field(default_factory=socket.gethostname)
@@ -43,6 +43,8 @@ class ClusterConfig(BaseModel):
     block_release_after_seconds: float = Field(default=600.0, gt=0)
     resync_seconds: float = Field(default=10.0, gt=0)
     bird_dir: str = "/run/calico-py/bird"
+    # Where the pod MTU for the encapsulation goes; the conflist's mtu_file_path reads it.
+    mtu_file: str = "/var/lib/calico/mtu"
 
     @field_validator("encapsulation", mode="before")
     @classmethod

@@ -12,6 +12,8 @@ blocks; the daemon retries with a backoff and logs each attempt.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import signal
 import threading
 import time
@@ -21,7 +23,7 @@ from typing import Any
 
 from ..errors import CNIError
 from ..logs import log
-from . import node_state
+from . import bird, node_state, overlay, peers
 from .blocks import IPv4Network, vtep_mac
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable, NodeRecord, PoolExhausted
@@ -40,37 +42,67 @@ class NodeDaemon:
         # them), and given back to the pool one resync later, if still empty.
         self._empty_since: dict[IPv4Network, float] = {}
         self._retiring: dict[IPv4Network, float] = {}
-        self.hooks: list[Callable[[NodeDaemon], None]] = []
 
-    def record(self) -> NodeRecord:
+    def record(self, tunnel: str | None) -> NodeRecord:
         return NodeRecord(self.conf.nodename, self.node_ip, self.conf.as_number,
-                          vtep_mac(self.conf.nodename))
+                          vtep_mac(self.conf.nodename), tunnel)
 
-    def base_state(self) -> NodeState:
+    def base_state(self, tunnel: str | None) -> NodeState:
         c = self.conf
         return NodeState(
             nodename=c.nodename, node_ip=self.node_ip, pool=str(c.pool), block_size=c.block_size,
             encapsulation=c.encapsulation, etcd_endpoints=tuple(c.etcd_endpoints),
-            etcd_prefix=c.etcd_prefix, etcd_timeout_seconds=c.etcd_timeout_seconds)
+            etcd_prefix=c.etcd_prefix, etcd_timeout_seconds=c.etcd_timeout_seconds,
+            tunnel_address=tunnel)
 
     def sync(self) -> NodeState:
         """One resync; raises DatastoreUnavailable when etcd does not answer."""
-        self.datastore.register_node(self.record())
+        name = self.conf.nodename
         with node_state.locked(self.conf.state_file):
-            owned = self.datastore.owned_blocks(self.conf.nodename, self.pool)
+            owners = self.datastore.blocks()
+            owned = sorted(b for b, o in owners.items() if o == name and b.subnet_of(self.pool))
             if not owned:
-                owned = [self.datastore.claim_block(self.conf.nodename, self.pool,
-                                                    self.conf.block_size)]
-            active = [b for b in owned if b not in self._retiring]
-            state = self.base_state().with_blocks(active)
+                block = self.datastore.claim_block(name, self.pool, self.conf.block_size)
+                owners[block] = name
+                owned = [block]
+            tunnel = self._tunnel_address(owned)
+            # The first block is the node's home: it holds the tunnel address and is never released.
+            active = sorted((b for b in owned if b not in self._retiring),
+                            key=lambda b: (tunnel is None or tunnel not in b, b))
+            state = self.base_state(str(tunnel) if tunnel else None).with_blocks(active)
             if node_state.read(self.conf.state_file) != state:
                 node_state.write(self.conf.state_file, state)
-                log.info("node %s (%s) blocks: %s", state.nodename, state.node_ip,
-                         ", ".join(state.blocks))
+                log.info("node %s (%s) blocks: %s%s", name, state.node_ip, ", ".join(state.blocks),
+                         f"; tunnel address {tunnel}" if tunnel else "")
+        me = self.record(state.tunnel_address)
+        self.datastore.register_node(me)
         self._release_idle(active)
-        for hook in self.hooks:
-            hook(self)
+        self._route(me, owners)
         return state
+
+    def _tunnel_address(self, owned: list[IPv4Network]) -> ipaddress.IPv4Address | None:
+        """Keep the address the registry has for this node while its block is still owned."""
+        if peers.encapsulation_overhead(self.conf.encapsulation) == 0:
+            return None
+        registered = next((n.tunnel_address for n in self.datastore.nodes()
+                           if n.name == self.conf.nodename and n.tunnel_address), None)
+        if registered and any(ipaddress.IPv4Address(registered) in b for b in owned):
+            return ipaddress.IPv4Address(registered)
+        return peers.tunnel_address(owned)
+
+    def _route(self, me: NodeRecord, owners: dict[IPv4Network, str]) -> None:
+        nodes = self.datastore.nodes()
+        mtu = overlay.apply(self.conf.encapsulation, me, nodes, owners, self.pool)
+        routing_daemon = bird.Bird(self.conf.bird_dir)
+        if self.conf.encapsulation == "Off":
+            text = bird.render(me, nodes, self.pool, self.conf.as_number,
+                               os.path.join(self.conf.bird_dir, "bird.log"))
+            outcome = routing_daemon.apply(text)
+            if outcome != "unchanged":
+                log.info("BIRD %s with %d peer(s)", outcome, len(nodes) - 1)
+        elif routing_daemon.running():
+            routing_daemon.stop()
+        _write_if_changed(self.conf.mtu_file, f"{mtu}\n")
 
     # -- giving idle blocks back
     def _release_idle(self, active: list[IPv4Network]) -> None:
@@ -150,7 +182,23 @@ def _ipam_store(conflist: str) -> tuple[Held, Lock] | None:
     return (lambda: list(store.reservations()), store.locked)
 
 
+def _write_if_changed(path: str, text: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            if file.read() == text:
+                return
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temp = f"{path}.tmp"
+    with open(temp, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temp, path)
+    log.info("pod MTU %s written to %s", text.strip(), path)
+
+
 def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
+    overlay.preflight(conf.encapsulation)
     daemon = NodeDaemon(conf, node_ip)
     if once:
         state = daemon.sync()

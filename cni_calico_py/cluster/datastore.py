@@ -1,7 +1,7 @@
 """The cluster's shared state in etcd: the node registry and who owns which block.
 
 Layout under the prefix (default `/calico-py/v1`):
-- `nodes/<name>`: `{"name", "ip", "asNumber", "vtepMac"}`, the node registry;
+- `nodes/<name>`: `{"name", "ip", "asNumber", "vtepMac", "tunnelAddress"}`, the registry;
 - `blocks/<address>-<length>`: `{"node", "claimed"}`, one key per owned block.
 
 A block is claimed with a transaction that succeeds only while its key does
@@ -39,18 +39,22 @@ class NodeRecord:
     ip: str
     as_number: int
     vtep_mac: str
+    # The node's VXLAN (or tunl0) address, when an encapsulation mode uses one.
+    tunnel_address: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "ip": self.ip, "asNumber": self.as_number,
-                           "vtepMac": self.vtep_mac}, sort_keys=True)
+                           "vtepMac": self.vtep_mac, "tunnelAddress": self.tunnel_address},
+                          sort_keys=True)
 
     @classmethod
     def from_json(cls, text: bytes | str) -> NodeRecord | None:
         try:
             data = json.loads(text)
+            tunnel = data.get("tunnelAddress")
             return cls(str(data["name"]), str(data["ip"]), int(data["asNumber"]),
-                       str(data["vtepMac"]))
-        except (ValueError, KeyError, TypeError):
+                       str(data["vtepMac"]), str(tunnel) if tunnel else None)
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 

@@ -32,6 +32,8 @@ class NodeState:
     etcd_prefix: str
     etcd_timeout_seconds: float
     blocks: tuple[str, ...] = field(default_factory=tuple)
+    # VXLAN/IPIP: the first address of the first block belongs to the tunnel device.
+    tunnel_address: str | None = None
 
     @property
     def networks(self) -> list[IPv4Network]:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from . import node_state
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable
 
-# Filled in by the routing mode that has peers to report (BGP): nodename -> state.
-PeerStates = Callable[[ClusterConfig], dict[str, str]]
+
+def bgp_peer_states(conf: ClusterConfig) -> dict[str, str]:
+    """Peer IP -> BIRD's session state; empty outside BGP mode or while BIRD is down."""
+    from .bird import Bird
+
+    return Bird(conf.bird_dir).peer_states() if conf.encapsulation == "Off" else {}
 
 
-def gather(conf: ClusterConfig, peer_states: PeerStates | None = None) -> dict[str, Any]:
+def gather(conf: ClusterConfig) -> dict[str, Any]:
     local = node_state.read(conf.state_file)
     report: dict[str, Any] = {
         "nodename": conf.nodename,
@@ -31,13 +34,16 @@ def gather(conf: ClusterConfig, peer_states: PeerStates | None = None) -> dict[s
     except DatastoreUnavailable as err:
         report["error"] = str(err)
         return report
-    peers = peer_states(conf) if peer_states else {}
+    peers = bgp_peer_states(conf)
     for node in nodes:
+        default = "self" if node.name == conf.nodename else None
+        peer = peers.get(node.ip.split("/")[0], default if conf.encapsulation != "Off" or default
+                         else "not configured")
         report["nodes"].append({
             "name": node.name, "ip": node.ip, "asNumber": node.as_number, "vtepMac": node.vtep_mac,
             "blocks": [str(b) for b in sorted(b for b, owner in owners.items()
                                               if owner == node.name)],
-            "peer": peers.get(node.name, "self" if node.name == conf.nodename else None),
+            "peer": peer,
         })
     return report
 

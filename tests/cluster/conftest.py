@@ -52,6 +52,8 @@ class Cluster:
             "ip_autodetection": f"can-reach={self.underlay.gateway}",
             "state_file": str(self.state_file(node)),
             "cni_conflist": str(self.dir(node) / "10-calico-py.conflist"),
+            "bird_dir": str(self.dir(node) / "bird"),
+            "mtu_file": str(self.dir(node) / "mtu"),
             "resync_seconds": 1,
             "etcd_timeout_seconds": 1,
             **extra,
@@ -64,7 +66,7 @@ class Cluster:
     def netconf(self, node: ClusterNode) -> dict[str, Any]:
         return {
             "cniVersion": "1.0.0", "name": NETWORK, "type": "calico-py",
-            "mtu_file_path": str(self.dir(node) / "no-mtu-file"),
+            "mtu_file_path": str(self.dir(node) / "mtu"),
             "ipam": {"type": "calico-py-ipam", "dataDir": str(self.dir(node) / "ipam"),
                      "nodeStateFile": str(self.state_file(node))},
         }
@@ -82,6 +84,15 @@ class Cluster:
 
     def node_state(self, node: ClusterNode) -> dict[str, Any]:
         return dict(json.loads(self.state_file(node).read_text()))
+
+    def routes(self, node: ClusterNode) -> list[str]:
+        """`ip route` lines for the pool, as an operator reads them."""
+        import ipaddress
+
+        pool = ipaddress.ip_network(self.pool)
+        lines = node.exec("ip", "-4", "route", "show").stdout.splitlines()
+        return sorted(line.strip() for line in lines
+                      if not line.startswith("default") and _in_pool(line, pool))
 
     @contextmanager
     def daemon(self, node: ClusterNode) -> Iterator[subprocess.Popen[bytes]]:
@@ -105,6 +116,17 @@ class Cluster:
     def remove_pods(self) -> None:
         for name in self.pod_netns:
             del_netns(name)
+
+
+def _in_pool(line: str, pool: Any) -> bool:
+    import ipaddress
+
+    words = line.split()
+    dst = words[1] if words[0] in ("blackhole", "unreachable") else words[0]
+    try:
+        return bool(ipaddress.ip_network(dst, strict=False).subnet_of(pool))
+    except ValueError:
+        return False
 
 
 @pytest.fixture
