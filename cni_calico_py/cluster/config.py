@@ -41,7 +41,7 @@ class ClusterConfig(BaseModel):
     state_file: str = DEFAULT_STATE_FILE
     cni_conflist: str = DEFAULT_CONFLIST
     block_release_after_seconds: float = Field(default=600.0, gt=0)
-    resync_seconds: float = Field(default=10.0, gt=0)
+    resync_seconds: float = Field(default=3.0, gt=0)
     bird_dir: str = "/run/calico-py/bird"
     # Where the pod MTU for the encapsulation goes; the conflist's mtu_file_path reads it.
     mtu_file: str = "/var/lib/calico/mtu"
