@@ -44,7 +44,10 @@ class NetlinkBlackholes:
         if self._ipr is None:
             from cni_calico_py.dataplane.netlink import iproute_class
 
-            self._ipr = iproute_class()()
+            # Strict checking lets the kernel filter dumps by protocol and type,
+            # so the usual check reads this plugin's few blackholes, not a
+            # route per pod.
+            self._ipr = iproute_class()(strict_check=True)
 
     def close(self) -> None:
         if self._ipr is not None:
@@ -52,9 +55,9 @@ class NetlinkBlackholes:
             self._ipr = None
 
     def ensure(self, block: IPNetwork) -> None:
-        routes = self._routes(block)
-        if any(_ours(r) for r in routes):
+        if self.present(block):
             return
+        routes = self._routes(block)
         others = [r for r in routes if r["type"] != _RTN_BLACKHOLE]
         if others:
             raise CNIError(
@@ -68,18 +71,17 @@ class NetlinkBlackholes:
         self._change("replace" if routes else "add", block)
 
     def remove(self, block: IPNetwork) -> None:
-        for route in self._routes(block):
-            if _ours(route):
-                self._change("del", block)
+        if self.present(block):
+            self._change("del", block)
 
     def present(self, block: IPNetwork) -> bool:
-        return any(_ours(r) for r in self._routes(block))
+        return any(_ours(r) for r in self._routes(block, proto=ROUTE_PROTO, type=_RTN_BLACKHOLE))
 
-    def _routes(self, block: IPNetwork) -> list[Any]:
+    def _routes(self, block: IPNetwork, **kernel_filter: int) -> list[Any]:
         self.open()
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         try:
-            dump = self._ipr.route("dump", family=family)
+            dump = self._ipr.route("dump", family=family, table=_MAIN_TABLE, **kernel_filter)
         except OSError as err:
             raise _failure("read the node's routes", block, err) from None
         return [

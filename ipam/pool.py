@@ -226,6 +226,8 @@ def status(store: Store, conf: IpamConf) -> None:
     reason = store.unwritable()
     if reason:
         raise CNIError(Code.NOT_AVAILABLE, reason, conf.store_dir)
+    if conf.node_state_file is not None:
+        return  # cluster mode: a full node claims another block from the pool on the next ADD
     with store.locked():
         held = store.reservations()
     full = [s for s in conf.range_sets if used(s, held) >= s.size]
