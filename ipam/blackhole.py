@@ -75,9 +75,12 @@ class NetlinkBlackholes:
             self._change("del", block)
 
     def present(self, block: IPNetwork) -> bool:
-        return any(_ours(r) for r in self._routes(block, proto=ROUTE_PROTO, type=_RTN_BLACKHOLE))
+        # Passing a dump_filter makes pyroute2 put the other keys into the
+        # request, where the kernel (strict checking) filters on them.
+        return any(_ours(r) for r in self._routes(
+            block, proto=ROUTE_PROTO, type=_RTN_BLACKHOLE, dump_filter=_every_message))
 
-    def _routes(self, block: IPNetwork, **kernel_filter: int) -> list[Any]:
+    def _routes(self, block: IPNetwork, **kernel_filter: Any) -> list[Any]:
         self.open()
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         try:
@@ -97,6 +100,10 @@ class NetlinkBlackholes:
             if verb == "del" and getattr(err, "code", None) == _ESRCH:
                 return
             raise _failure(f"{verb} the blackhole route", block, err) from None
+
+
+def _every_message(_message: Any) -> bool:
+    return True
 
 
 def _ours(route: Any) -> bool:

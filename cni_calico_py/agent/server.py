@@ -48,6 +48,10 @@ def warm_up() -> None:
     ipam_plugin.validate(sample)
     with netlink.host_handle() as handle:
         handle.link_lookup(ifname="lo")
+    from .rehearsal import rehearse
+
+    rehearse()
+    logs.configure("info")
 
 
 def _bind(path: str) -> socket.socket:
