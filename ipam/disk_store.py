@@ -7,9 +7,10 @@ Layout (host-local's, so operators can switch either way):
 - `lock`: the flock file every read-modify-write holds.
 - `.tmp-*`: a write in progress; only a crashed writer leaves one behind.
 
-Every write goes to a temp file that is fsynced and then renamed over the
-record, and the directory is fsynced: a crash leaves the old record or the
-new one, never a torn one.
+Every write goes to a temp file that is renamed over the record: a crash
+leaves the old record or the new one, never a torn one. Reservations are
+fsynced, file and directory, before the ADD answers; the last_reserved hint
+is not, since losing it only moves where the next search starts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .store import IPAddress, Reservation
 LOCK_NAME = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
 TMP_PREFIX = ".tmp-"
+LOCK_POLL_SECONDS = 0.001
 
 
 class DiskStore:
@@ -57,7 +59,9 @@ class DiskStore:
         lock = filelock.FileLock(self.lock_path, timeout=self.lock_timeout,
                                  fallback_to_soft=False)
         try:
-            lock.acquire()
+            # filelock polls a held lock; its default 50 ms between tries would
+            # dominate a burst of ADDs that each hold the lock a few ms.
+            lock.acquire(poll_interval=LOCK_POLL_SECONDS)
         except filelock.Timeout:
             raise CNIError(
                 Code.TRY_AGAIN_LATER,
@@ -108,7 +112,9 @@ class DiskStore:
             return None
 
     def set_last_reserved(self, range_set: int, address: IPAddress) -> None:
-        self._write(f"{LAST_RESERVED_PREFIX}{range_set}", str(address))
+        # Only where the next search starts: losing it in a crash costs nothing,
+        # so it is replaced atomically but not synced to disk.
+        self._write(f"{LAST_RESERVED_PREFIX}{range_set}", str(address), durable=False)
 
     def unwritable(self) -> str:
         try:
@@ -127,20 +133,22 @@ class DiskStore:
             return f"the IPAM store {self.directory} is not writable: {err.strerror}"
         return ""
 
-    def _write(self, name: str, text: str) -> None:
+    def _write(self, name: str, text: str, durable: bool = True) -> None:
         temp = os.path.join(self.directory, f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
+                if durable:
+                    file.flush()
+                    os.fsync(file.fileno())
             os.replace(temp, os.path.join(self.directory, name))
         except BaseException:
             with suppress(OSError):
                 os.unlink(temp)
             raise
-        self._sync_directory()
+        if durable:
+            self._sync_directory()
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
