@@ -32,7 +32,7 @@ from .store import IPAddress, Reservation
 LOCK_NAME = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
 TMP_PREFIX = ".tmp-"
-LOCK_POLL_SECONDS = 0.001
+LOCK_POLL_SECONDS = 0.005
 
 
 class DiskStore:
@@ -59,8 +59,10 @@ class DiskStore:
         lock = filelock.FileLock(self.lock_path, timeout=self.lock_timeout,
                                  fallback_to_soft=False)
         try:
-            # filelock polls a held lock; its default 50 ms between tries would
-            # dominate a burst of ADDs that each hold the lock a few ms.
+            # filelock polls a held lock. Its default 50 ms between tries
+            # dominates a burst of ADDs that each hold the lock a few ms; 1 ms
+            # burns the CPU the holder needs (measured: 64 ADDs at once take
+            # 1.25 s at 5 ms, 1.5 s at 50 ms, 1.7 s at 1 ms).
             lock.acquire(poll_interval=LOCK_POLL_SECONDS)
         except filelock.Timeout:
             raise CNIError(
