@@ -55,6 +55,19 @@ class NodeDaemon:
             etcd_prefix=c.etcd_prefix, etcd_timeout_seconds=c.etcd_timeout_seconds,
             tunnel_address=tunnel)
 
+    def redetect_ip(self) -> None:
+        """Follow a node whose address changed; a failed detection keeps the last good one."""
+        from .autodetect import NodeIPError, detect
+
+        try:
+            found = str(detect(self.conf.ip_autodetection, self.conf.node_ip))
+        except NodeIPError as err:
+            log.warning("keeping node IP %s: %s", self.node_ip, err)
+            return
+        if found != self.node_ip:
+            log.info("node IP changed from %s to %s", self.node_ip, found)
+            self.node_ip = found
+
     def sync(self) -> NodeState:
         """One resync; raises DatastoreUnavailable when etcd does not answer."""
         name = self.conf.nodename
@@ -147,6 +160,7 @@ class NodeDaemon:
         delay = 1.0
         while not stop.is_set():
             try:
+                self.redetect_ip()
                 self.sync()
                 delay = 1.0
                 stop.wait(self.conf.resync_seconds)
@@ -159,6 +173,12 @@ class NodeDaemon:
                 log.error("node %s owns no block: %s; retrying in %.0f s", self.conf.nodename,
                           err, MAX_BACKOFF)
                 stop.wait(MAX_BACKOFF)
+            except Exception:
+                # A failed route or BIRD step must not end the daemon: pods on
+                # this node keep working, and the next resync tries again.
+                log.exception("resync failed; retrying in %.0f s", delay)
+                stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
 
 
 Held = Callable[[], list[Any]]

@@ -208,3 +208,23 @@ def test_ipip_on_a_kernel_without_ipip_is_a_clear_error_and_nothing_is_set_up(cl
     assert not cluster.state_file(node).exists()
     assert cluster.etcd.etcdctl("get", "--prefix", "/calico-py/v1/") == ""
     assert "tunl0" not in node.exec("ip", "link").stdout
+
+
+def test_vxlan_follows_a_node_whose_ip_changes(cluster: Cluster) -> None:
+    ul = cluster.underlay
+    nodes = [ul.add_node(1), ul.add_node(2)]
+    with running(cluster, nodes, "VXLAN"):
+        pods = {n.name: cluster.pod(n) for n in nodes}
+        for pod in pods.values():
+            pod.add()
+        n1, n2 = nodes
+        fdb = lambda: n1.exec("bridge", "fdb", "show", "dev", "vxlan.calico").stdout  # noqa: E731
+        wait_for(lambda: f"dst {n2.ip} " in fdb(), what="n2's fdb entry")
+        all_pods_reach_each_other(pods)
+        new_ip = n2.ip.rsplit(".", 1)[0] + ".42"
+        n2.exec("ip", "addr", "del", n2.cidr, "dev", "eth0")
+        n2.exec("ip", "addr", "add", f"{new_ip}/24", "dev", "eth0")
+        n2.exec("ip", "route", "replace", "default", "via", ul.gateway)
+        wait_for(lambda: f"dst {new_ip} " in fdb() and f"dst {n2.ip} " not in fdb(),
+                 what="n1's fdb entry following n2's new IP")
+        all_pods_reach_each_other(pods)
