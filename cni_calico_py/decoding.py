@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from . import versions
 from .errors import CNIError, Code
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 def decode_json(stdin: bytes) -> dict[str, Any]:

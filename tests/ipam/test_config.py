@@ -2,6 +2,8 @@ import ipaddress
 
 import pytest
 
+from cni_calico_py.cluster import node_state
+from cni_calico_py.decoding import field_path
 from cni_calico_py.errors import CNIError, Code
 from ipam import config
 
@@ -144,6 +146,29 @@ def test_bad_network_level_fields(raw, path):
 
 
 def test_field_path_formatting():
-    assert config.field_path("ipam", ("ranges", 0, 1, "rangeStart")) == \
+    assert field_path("ipam", ("ranges", 0, 1, "rangeStart")) == \
         "ipam.ranges[0][1].rangeStart"
-    assert config.field_path("", ("routes", 2)) == "routes[2]"
+    assert field_path("", ("routes", 2)) == "routes[2]"
+
+
+def test_cluster_mode_before_the_node_daemon_wrote_its_state_is_try_again(tmp_path):
+    state = tmp_path / "node-state.json"
+    with pytest.raises(CNIError) as caught:
+        parse({"type": "calico-py-ipam", "nodeStateFile": str(state)})
+    assert caught.value.code == Code.TRY_AGAIN_LATER
+    assert str(state) in caught.value.msg and "calico-py node run" in caught.value.msg
+
+
+def test_cluster_mode_takes_the_node_blocks_and_keeps_the_tunnel_address_out(tmp_path):
+    path = str(tmp_path / "node-state.json")
+    node_state.write(path, node_state.NodeState(
+        nodename="n1", node_ip="10.99.0.11/24", pool="192.168.0.0/16", block_size=26,
+        encapsulation="VXLAN", etcd_endpoints=("http://10.99.0.1:2379",), etcd_prefix="/p",
+        etcd_timeout_seconds=1.0, blocks=("192.168.5.0/26", "192.168.9.64/26"),
+        tunnel_address="192.168.5.0"))
+    conf = parse({"type": "calico-py-ipam", "nodeStateFile": path})
+    assert conf.node_state_file == path
+    (only,) = conf.range_sets
+    assert [(str(r.first), str(r.last)) for r in only.ranges] == [
+        ("192.168.5.1", "192.168.5.63"), ("192.168.9.64", "192.168.9.127")]
+    assert only.size == 127
