@@ -79,10 +79,12 @@ def ping(pod: Pod, address: str) -> bool:
 
 
 def all_pods_reach_each_other(pods: dict[str, Pod]) -> None:
+    """Each pair within a few seconds: every node programs its side on its own resync."""
     for source in pods.values():
         for target in pods.values():
             if target is not source:
-                assert ping(source, target.address()), (source.node.name, target.address())
+                wait_for(lambda source=source, target=target: ping(source, target.address()),
+                         timeout=10, what=f"{source.node.name} -> {target.address()}")
 
 
 MODES = {
