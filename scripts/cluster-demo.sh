@@ -12,11 +12,8 @@ cd "$(dirname "$0")/.."
 mode=${1:-Off}
 case "$mode" in Off|VXLAN|VXLANCrossSubnet) ;; *) echo "usage: $0 [Off|VXLAN|VXLANCrossSubnet]" >&2; exit 2;; esac
 
-bash scripts/setup.sh
-make build PYTHON=.venv/bin/python >/dev/null
-prefix=$(mktemp -d /tmp/calico-py-cluster.XXXXXX)
-make install DESTDIR="$prefix" >/dev/null
-bin="$prefix/opt/cni/bin"
+. scripts/temp-install.sh
+temp_install calico-py-cluster
 ul=cpdemo-ul rt=cpdemo-rt
 nodes=(cpdemo-n1 cpdemo-n2 cpdemo-n3)
 

@@ -6,12 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
-make build PYTHON=.venv/bin/python >/dev/null
-
-prefix=$(mktemp -d /tmp/calico-py-demo.XXXXXX)
-make install DESTDIR="$prefix" >/dev/null
-bin="$prefix/opt/cni/bin"
+. scripts/temp-install.sh
+temp_install calico-py-demo
 node=cpdemo-node up=cpdemo-up
 pods=(cpdemo-pod1 cpdemo-pod2)
 
