@@ -71,6 +71,7 @@ class NodeDaemon:
     def sync(self) -> NodeState:
         """One resync; raises DatastoreUnavailable when etcd does not answer."""
         name = self.conf.nodename
+        nodes = self.datastore.nodes()
         with node_state.locked(self.conf.state_file):
             owners = self.datastore.blocks()
             owned = sorted(b for b, o in owners.items() if o == name and b.subnet_of(self.pool))
@@ -78,7 +79,7 @@ class NodeDaemon:
                 block = self.datastore.claim_block(name, self.pool, self.conf.block_size)
                 owners[block] = name
                 owned = [block]
-            tunnel = self._tunnel_address(owned)
+            tunnel = self._tunnel_address(owned, nodes)
             # The first block is the node's home: it holds the tunnel address and is never released.
             active = sorted((b for b in owned if b not in self._retiring),
                             key=lambda b: (tunnel is None or tunnel not in b, b))
@@ -90,21 +91,22 @@ class NodeDaemon:
         me = self.record(state.tunnel_address)
         self.datastore.register_node(me)
         self._release_idle(active)
-        self._route(me, owners)
+        self._route(me, [n for n in nodes if n.name != name] + [me], owners)
         return state
 
-    def _tunnel_address(self, owned: list[IPv4Network]) -> ipaddress.IPv4Address | None:
+    def _tunnel_address(self, owned: list[IPv4Network],
+                        nodes: list[NodeRecord]) -> ipaddress.IPv4Address | None:
         """Keep the address the registry has for this node while its block is still owned."""
         if peers.encapsulation_overhead(self.conf.encapsulation) == 0:
             return None
-        registered = next((n.tunnel_address for n in self.datastore.nodes()
+        registered = next((n.tunnel_address for n in nodes
                            if n.name == self.conf.nodename and n.tunnel_address), None)
         if registered and any(ipaddress.IPv4Address(registered) in b for b in owned):
             return ipaddress.IPv4Address(registered)
         return peers.tunnel_address(owned)
 
-    def _route(self, me: NodeRecord, owners: dict[IPv4Network, str]) -> None:
-        nodes = self.datastore.nodes()
+    def _route(self, me: NodeRecord, nodes: list[NodeRecord],
+               owners: dict[IPv4Network, str]) -> None:
         mtu = overlay.apply(self.conf.encapsulation, me, nodes, owners, self.pool)
         routing_daemon = bird.Bird(self.conf.bird_dir)
         if self.conf.encapsulation == "Off":
