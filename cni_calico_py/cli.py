@@ -68,7 +68,9 @@ def _parser(program: str) -> argparse.ArgumentParser:
 def _node(options: argparse.Namespace, stdout: TextIO) -> int:
     from . import logs
     from .cluster import autodetect, config, daemon, status
+    from .cluster.bird import BirdError
     from .cluster.datastore import Datastore, DatastoreUnavailable, PoolExhausted
+    from .cluster.overlay import OverlayError
     from .errors import CNIError
 
     logs.configure("info" if options.action == "run" else "warning")
@@ -90,7 +92,8 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
             stdout.write(f"{node_ip}\n")
             return 0
         return daemon.serve(conf, str(node_ip), options.once)
-    except (CNIError, autodetect.NodeIPError, DatastoreUnavailable, PoolExhausted) as err:
+    except (CNIError, autodetect.NodeIPError, DatastoreUnavailable, PoolExhausted, OverlayError,
+            BirdError) as err:
         print(f"calico-py node {options.action}: {err}", file=sys.stderr)
         return 1
 
