@@ -5,8 +5,8 @@ address that no pod holds would follow the node's default route out and come
 back (Calico does the same). The route carries this project's own protocol
 number so it can tell its routes from anyone else's.
 
-pyroute2 is imported only here and only when a route is touched: it costs more
-to import than the rest of the plugin.
+The netlink socket (and pyroute2's codecs) are loaded only here and only
+when a route is touched: they cost more to import than the rest of the IPAM.
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ class NetlinkBlackholes:
     def open(self) -> None:
         """Pay the import and socket cost now, e.g. before taking a lock."""
         if self._ipr is None:
-            from cni_calico_py.dataplane.netlink import iproute_class
+            from cni_calico_py.dataplane.rtnl import Rtnl
 
             # Strict checking lets the kernel filter dumps by protocol and type,
             # so the usual check reads this plugin's few blackholes, not a
             # route per pod.
-            self._ipr = iproute_class()(strict_check=True)
+            self._ipr = Rtnl(strict_check=True)
 
     def close(self) -> None:
         if self._ipr is not None:
@@ -75,16 +75,13 @@ class NetlinkBlackholes:
             self._change("del", block)
 
     def present(self, block: IPNetwork) -> bool:
-        # Passing a dump_filter makes pyroute2 put the other keys into the
-        # request, where the kernel (strict checking) filters on them.
-        return any(_ours(r) for r in self._routes(
-            block, proto=ROUTE_PROTO, type=_RTN_BLACKHOLE, dump_filter=_every_message))
+        return any(_ours(r) for r in self._routes(block, proto=ROUTE_PROTO, type=_RTN_BLACKHOLE))
 
-    def _routes(self, block: IPNetwork, **kernel_filter: Any) -> list[Any]:
+    def _routes(self, block: IPNetwork, **kernel_filter: int) -> list[Any]:
         self.open()
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         try:
-            dump = self._ipr.route("dump", family=family, table=_MAIN_TABLE, **kernel_filter)
+            dump = self._ipr.routes(family, table=_MAIN_TABLE, **kernel_filter)
         except OSError as err:
             raise _failure("read the node's routes", block, err) from None
         return [
@@ -94,16 +91,17 @@ class NetlinkBlackholes:
         ]
 
     def _change(self, verb: str, block: IPNetwork) -> None:
+        from cni_calico_py.dataplane.rtnl import RouteSpec
+
+        family = socket.AF_INET if block.version == 4 else socket.AF_INET6
+        route = RouteSpec(family, str(block.network_address), block.prefixlen,
+                          proto=ROUTE_PROTO, kind=_RTN_BLACKHOLE, table=_MAIN_TABLE)
         try:
-            self._ipr.route(verb, dst=str(block), type="blackhole", proto=ROUTE_PROTO)
+            self._ipr.change_route(verb, route)
         except OSError as err:
             if verb == "del" and getattr(err, "code", None) == _ESRCH:
                 return
             raise _failure(f"{verb} the blackhole route", block, err) from None
-
-
-def _every_message(_message: Any) -> bool:
-    return True
 
 
 def _ours(route: Any) -> bool:

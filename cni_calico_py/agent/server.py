@@ -48,7 +48,7 @@ def warm_up() -> None:
     config_models.validate_netconf(sample)
     ipam_plugin.validate(sample)
     with netlink.host_handle() as handle:
-        handle.link_lookup(ifname="lo")
+        handle.link_index("lo")
     from .rehearsal import rehearse
 
     rehearse()

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import CNIError, Code
 from ..results import IPAddress, Route
 from . import netlink
 from .constants import MAIN_TABLE, PROTO_BOOT, SCOPE_LINK, family, host_prefixlen, pod_gateway
-
-if TYPE_CHECKING:
-    from pyroute2.iproute.linux import IPRoute
+from .rtnl import RouteSpec, Rtnl
 
 
 def pod_routes(addresses: Sequence[IPAddress], custom: Sequence[Route]) -> list[Route]:
@@ -29,54 +27,53 @@ def pod_routes(addresses: Sequence[IPAddress], custom: Sequence[Route]) -> list[
     return out
 
 
-def configure_pod(pod: IPRoute, index: int, addresses: Sequence[IPAddress], routes: Sequence[Route]) -> None:
+def configure_pod(pod: Rtnl, index: int, addresses: Sequence[IPAddress], routes: Sequence[Route]) -> None:
     for address in addresses:
         try:
-            pod.addr("add", index=index, address=str(address), prefixlen=host_prefixlen(address.version))
-        except Exception as err:
+            pod.add_address(index, family(address.version), str(address), host_prefixlen(address.version))
+        except OSError as err:
             raise netlink.failure(f"adding {address} to the pod interface", err) from err
     if any(a.version == 4 for a in addresses):
         # The gateway is on-link only through this route; the default route needs it.
         gateway = str(pod_gateway(4))
-        _add_route(pod, "pod", dst=f"{gateway}/32", oif=index, scope=SCOPE_LINK)
+        _add_route(pod, "pod", RouteSpec(
+            family(4), gateway, 32, oif=index, proto=PROTO_BOOT, scope=SCOPE_LINK))
     for route in routes:
-        _add_route(
-            pod, "pod", dst=str(route.dst), gateway=str(route.gw), oif=index,
-            family=family(route.dst.version),
-        )
+        _add_route(pod, "pod", RouteSpec(
+            family(route.dst.version), str(route.dst.network_address), route.dst.prefixlen,
+            gateway=str(route.gw), oif=index, proto=PROTO_BOOT,
+        ))
 
 
-def _add_route(handle: IPRoute, where: str, **spec: Any) -> None:
+def _add_route(handle: Rtnl, where: str, spec: RouteSpec) -> None:
     try:
-        handle.route("add", proto=PROTO_BOOT, **spec)
-    except Exception as err:
+        handle.change_route("add", spec)
+    except OSError as err:
         if netlink.is_exists(err):
             return
-        raise netlink.failure(f"adding {where} route {spec.get('dst')}", err) from err
+        raise netlink.failure(f"adding {where} route {spec.dst}/{spec.dst_len}", err) from err
 
 
-def routes_to(handle: IPRoute, address: IPAddress) -> list[Any]:
+def routes_to(handle: Rtnl, address: IPAddress) -> list[Any]:
     prefixlen = host_prefixlen(address.version)
     return [
-        r for r in handle.route("dump", family=family(address.version))
+        r for r in handle.routes(family(address.version))
         if r.get("dst") == str(address) and r["dst_len"] == prefixlen
-        and r.get("table", MAIN_TABLE) == MAIN_TABLE
+        and (r.get("table") or MAIN_TABLE) == MAIN_TABLE
     ]
 
 
-def add_host_route(host: IPRoute, address: IPAddress, host_index: int, host_name: str) -> None:
+def add_host_route(host: Rtnl, address: IPAddress, host_index: int, host_name: str) -> None:
     """`<ip>/32 dev caliX scope link`; an identical route is fine, one elsewhere an error."""
     prefixlen = host_prefixlen(address.version)
-    spec: dict[str, Any] = {
-        "dst": f"{address}/{prefixlen}", "oif": host_index, "family": family(address.version),
-        "proto": PROTO_BOOT,
-    }
-    if address.version == 4:
-        spec["scope"] = SCOPE_LINK
+    spec = RouteSpec(
+        family(address.version), str(address), prefixlen, oif=host_index, proto=PROTO_BOOT,
+        scope=SCOPE_LINK if address.version == 4 else 0,
+    )
     try:
-        host.route("add", **spec)
+        host.change_route("add", spec)
         return
-    except Exception as err:
+    except OSError as err:
         if not netlink.is_exists(err):
             raise netlink.failure(f"adding node route {address}/{prefixlen} via {host_name}", err) from err
     for route in routes_to(host, address):
@@ -92,7 +89,7 @@ def add_host_route(host: IPRoute, address: IPAddress, host_index: int, host_name
         )
 
 
-def _name_of(host: IPRoute, index: int) -> str:
+def _name_of(host: Rtnl, index: int) -> str:
     try:
         return str(netlink.link_attrs(host, index)["ifname"])
     except Exception:

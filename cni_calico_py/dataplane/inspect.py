@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..results import Interface, IPAddress, Route
 from . import netlink
 from .addressing import routes_to
 from .constants import HOST_VETH_MAC, MAIN_TABLE, family
-
-if TYPE_CHECKING:
-    from pyroute2.iproute.linux import IPRoute
+from .rtnl import Rtnl
 
 
 def pod_problems(
-    pod: IPRoute, expected: Interface, addresses: Sequence[IPAddress], routes: Sequence[Route]
+    pod: Rtnl, expected: Interface, addresses: Sequence[IPAddress], routes: Sequence[Route]
 ) -> list[str]:
     index = netlink.link_index(pod, expected.name)
     if index is None:
@@ -29,11 +27,7 @@ def pod_problems(
         )
     if not attrs["up"]:
         problems.append(f"pod interface {expected.name} is down")
-    present = {
-        ipaddress.ip_address(a.get("address"))
-        for a in pod.addr("dump", index=index)
-        if a.get("address")
-    }
+    present = {ipaddress.ip_address(a) for a in pod.addresses(index)}
     for address in addresses:
         if address not in present:
             problems.append(f"pod interface {expected.name} lacks address {address}")
@@ -44,10 +38,10 @@ def pod_problems(
     return problems
 
 
-def _has_route(pod: IPRoute, route: Route, index: int) -> bool:
+def _has_route(pod: Rtnl, route: Route, index: int) -> bool:
     dst = "" if route.dst.prefixlen == 0 else str(route.dst.network_address)
-    for found in pod.route("dump", family=family(route.dst.version)):
-        if found.get("table", MAIN_TABLE) != MAIN_TABLE or found["dst_len"] != route.dst.prefixlen:
+    for found in pod.routes(family(route.dst.version)):
+        if (found.get("table") or MAIN_TABLE) != MAIN_TABLE or found["dst_len"] != route.dst.prefixlen:
             continue
         if (found.get("dst") or "") != dst or found.get("oif") != index:
             continue
@@ -56,7 +50,7 @@ def _has_route(pod: IPRoute, route: Route, index: int) -> bool:
     return False
 
 
-def host_problems(host: IPRoute, expected: Interface, addresses: Sequence[IPAddress]) -> list[str]:
+def host_problems(host: Rtnl, expected: Interface, addresses: Sequence[IPAddress]) -> list[str]:
     index = netlink.link_index(host, expected.name)
     if index is None:
         return [f"host interface {expected.name} is missing"]

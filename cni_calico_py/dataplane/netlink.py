@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
-import sys
-import types
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CNIError, Code
-from .netns import entered
+from .pyroute2_loader import load_pyroute2
+from .rtnl import IFF_UP, Rtnl, opened_in
 
 if TYPE_CHECKING:
     from pyroute2.iproute.linux import IPRoute
@@ -37,21 +35,11 @@ def failure(what: str, err: BaseException) -> CNIError:
 
 
 def iproute_class() -> type[IPRoute]:
-    """pyroute2's IPRoute, loaded without the rest of pyroute2.
+    """pyroute2's full IPRoute, for the node daemon (VXLAN, neighbours, FDB).
 
-    The package's __init__ imports every netlink family it knows (~200 ms
-    here); a pod needs only rtnetlink. Registering the bare package first
-    lets `pyroute2.iproute.linux` load on its own, in about half the time.
-    Code that wants more of pyroute2 imports it through here as well.
+    A pod's requests go through `rtnl.Rtnl` instead: same codecs, no asyncio.
     """
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is not None and spec.submodule_search_locations is not None:
-            package = types.ModuleType("pyroute2")
-            package.__path__ = list(spec.submodule_search_locations)
-            package.__spec__ = spec
-            package.__file__ = spec.origin
-            sys.modules["pyroute2"] = package
+    load_pyroute2()
     from pyroute2.iproute.linux import IPRoute as loaded
 
     iproute: type[IPRoute] = loaded
@@ -59,40 +47,29 @@ def iproute_class() -> type[IPRoute]:
 
 
 @contextmanager
-def host_handle() -> Iterator[IPRoute]:
-    handle = iproute_class()()
-    try:
+def host_handle() -> Iterator[Rtnl]:
+    with Rtnl() as handle:
         yield handle
-    finally:
-        handle.close()
 
 
-@contextmanager
-def pod_handle(netns_path: str) -> Iterator[IPRoute]:
+def pod_handle(netns_path: str) -> AbstractContextManager[Rtnl]:
     """A handle bound to the pod's netns; raises NetnsNotFound if it is gone.
 
-    A netlink socket belongs to the netns it was opened in, so it is opened
-    inside the pod's. pyroute2's own `netns=` forks a helper to do that,
-    ~10 ms against ~1 ms here.
+    The socket is opened inside the pod's netns (pyroute2's own `netns=`
+    forks a helper to do that, ~10 ms against ~1 ms here).
     """
-    with entered(netns_path):
-        handle = iproute_class()()
-    try:
-        yield handle
-    finally:
-        handle.close()
+    return opened_in(netns_path)
 
 
-def link_index(handle: IPRoute, ifname: str) -> int | None:
-    found = handle.link_lookup(ifname=ifname)
-    return found[0] if found else None
+def link_index(handle: Rtnl, ifname: str) -> int | None:
+    return handle.link_index(ifname)
 
 
-def link_attrs(handle: IPRoute, index: int) -> dict[str, Any]:
-    msg = handle.link("get", index=index)[0]
+def link_attrs(handle: Rtnl, index: int) -> dict[str, Any]:
+    msg = handle.link(index)
     return {
         "ifname": msg.get("ifname"),
         "address": msg.get("address"),
         "mtu": msg.get("mtu"),
-        "up": bool(msg["flags"] & 1),
+        "up": bool(msg["flags"] & IFF_UP),
     }

@@ -10,10 +10,10 @@ from . import netlink
 from .constants import HOST_VETH_MAC
 
 if TYPE_CHECKING:
-    from pyroute2.iproute.linux import IPRoute
+    from .rtnl import Rtnl
 
 
-def refuse_existing_pod_interface(pod: IPRoute, ifname: str, netns_path: str) -> None:
+def refuse_existing_pod_interface(pod: Rtnl, ifname: str, netns_path: str) -> None:
     if netlink.link_index(pod, ifname) is not None:
         raise CNIError(
             Code.DATAPLANE_FAILURE,
@@ -22,33 +22,30 @@ def refuse_existing_pod_interface(pod: IPRoute, ifname: str, netns_path: str) ->
         )
 
 
-def remove_stale_host_veth(host: IPRoute, name: str) -> None:
+def remove_stale_host_veth(host: Rtnl, name: str) -> None:
     """A leftover of an earlier attachment of the same pod: Calico replaces it too."""
     index = netlink.link_index(host, name)
     if index is None:
         return
     try:
-        host.link("del", index=index)
-    except Exception as err:
+        host.delete_link(index)
+    except OSError as err:
         if not netlink.is_missing(err):
             raise netlink.failure(f"removing stale host interface {name}", err) from err
 
 
-def create_pair(pod: IPRoute, pod_ifname: str, host_name: str, mtu: int) -> None:
+def create_pair(pod: Rtnl, pod_ifname: str, host_name: str, mtu: int) -> None:
     """Create the pod end inside the pod and its peer straight in the node's netns.
 
     Creating both in place saves moving a link between namespaces afterwards.
     """
     host_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
-        pod.link(
-            "add",
-            ifname=pod_ifname,
-            kind="veth",
-            mtu=mtu,
+        pod.add_veth(
+            pod_ifname, mtu,
             peer={"ifname": host_name, "net_ns_fd": host_ns, "address": HOST_VETH_MAC, "mtu": mtu},
         )
-    except Exception as err:
+    except OSError as err:
         if netlink.is_exists(err):
             raise CNIError(
                 Code.DATAPLANE_FAILURE,
@@ -59,33 +56,33 @@ def create_pair(pod: IPRoute, pod_ifname: str, host_name: str, mtu: int) -> None
         os.close(host_ns)
 
 
-def delete_host_end(host: IPRoute, name: str) -> None:
+def delete_host_end(host: Rtnl, name: str) -> None:
     """Undo step: deleting either end removes the pair and the routes through it."""
     index = netlink.link_index(host, name)
     if index is not None:
         try:
-            host.link("del", index=index)
-        except Exception as err:
+            host.delete_link(index)
+        except OSError as err:
             if not netlink.is_missing(err):
                 raise
 
 
-def delete_pod_end(pod: IPRoute, ifname: str) -> bool:
+def delete_pod_end(pod: Rtnl, ifname: str) -> bool:
     """Returns whether there was an interface to delete."""
     index = netlink.link_index(pod, ifname)
     if index is None:
         return False
     try:
-        pod.link("del", index=index)
-    except Exception as err:
+        pod.delete_link(index)
+    except OSError as err:
         if netlink.is_missing(err):
             return False
         raise netlink.failure(f"deleting {ifname} in the pod", err) from err
     return True
 
 
-def set_up(handle: IPRoute, index: int, what: str) -> None:
+def set_up(handle: Rtnl, index: int, what: str) -> None:
     try:
-        handle.link("set", index=index, state="up")
-    except Exception as err:
+        handle.set_up(index)
+    except OSError as err:
         raise netlink.failure(f"setting {what} up", err) from err
