@@ -49,6 +49,8 @@ def _parser(program: str) -> argparse.ArgumentParser:
         help=f"unix socket path (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})",
     )
     agent.add_argument("--json", action="store_true", help="status as JSON")
+    agent.add_argument("--workers", type=int, default=None,
+                       help="requests served at once (default: twice the cores, at least 2)")
     node = sub.add_parser(
         "node", help="cluster mode: run the node daemon, show the cluster, detect the node IP")
     node.add_argument("action", choices=["run", "status", "detect-ip", "leave"],
@@ -98,11 +100,14 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
         return 1
 
 
-def _agent(action: str, path: str, as_json: bool, stdout: TextIO) -> int:
+def _agent(action: str, path: str, as_json: bool, workers: int | None, stdout: TextIO) -> int:
     from .agent import server
 
     if action == "run":
-        return server.serve_forever(path)
+        if workers is not None and workers < 1:
+            print("calico-py agent: --workers must be at least 1", file=sys.stderr)
+            return 2
+        return server.serve_forever(path, workers)
     state = server.status(path)
     if state is None:
         stdout.write(f"agent: not running (nothing answers on {path})\n")
@@ -111,7 +116,7 @@ def _agent(action: str, path: str, as_json: bool, stdout: TextIO) -> int:
         stdout.write(json.dumps(state) + "\n")
         return 0
     stdout.write(f"agent: up, version {state['version']}, pid {state['pid']}, "
-                 f"up {state['uptime_s']} s\n")
+                 f"{state.get('workers', '?')} workers, up {state['uptime_s']} s\n")
     for verb, count in sorted(state["served"].items()):
         lat = state["latency_ms"].get(verb, {})
         failed = state["failed"].get(verb, 0)
@@ -128,7 +133,7 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
         return 0
     if options.command == "agent":
         path = options.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
-        return _agent(options.action, path, options.json, stdout)
+        return _agent(options.action, path, options.json, options.workers, stdout)
     if options.command == "node":
         return _node(options, stdout)
     if options.command == "ipam" and options.ipam_command == "show":

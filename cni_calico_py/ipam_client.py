@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import replace
 from typing import Any
 
@@ -62,6 +61,8 @@ def call(command: str, request: Request, raw: dict[str, Any], ipam_type: str) ->
 
 
 def _exec(executable: str, request: Request, raw: dict[str, Any]) -> results.Result | None:
+    import subprocess  # only for a foreign IPAM plugin; ours runs in-process
+
     env = dict(os.environ)
     env.update(
         CNI_COMMAND=request.command,

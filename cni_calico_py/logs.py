@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 
 LOGGER_NAME = "calico-py"
 _FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
@@ -50,6 +49,8 @@ def record_internal_error(summary: str, traceback_text: str) -> str:
     if _configured_file:
         log.error("%s\n%s", summary, traceback_text)
         return _configured_file
+    import tempfile  # only on this rare path: it costs a pod ~6 ms to import
+
     for directory in (FALLBACK_LOG_DIR, tempfile.gettempdir()):
         path = os.path.join(directory, "internal-errors.log")
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, TextIO
 
@@ -53,6 +52,8 @@ def serve(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, 
         logs.log.warning("%s failed: %s", environ.get("CNI_COMMAND", "?"), err)
         return 1, err.to_json(_requested_version(stdin))
     except Exception as err:
+        import traceback
+
         where = logs.record_internal_error(
             f"internal error in {environ.get('CNI_COMMAND', '?')}: {err!r}",
             traceback.format_exc(),

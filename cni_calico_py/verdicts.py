@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -60,7 +59,7 @@ def _trusted(directory: str) -> bool:
 
 
 def _remember(directory: str, path: str, values: Values) -> None:
-    temp = f"{path}.{secrets.token_hex(4)}"
+    temp = f"{path}.{os.urandom(4).hex()}"
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if not _trusted(directory):

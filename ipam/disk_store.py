@@ -19,7 +19,6 @@ import errno
 import ipaddress
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 
@@ -136,7 +135,7 @@ class DiskStore:
         return ""
 
     def _write(self, name: str, text: str, durable: bool = True) -> None:
-        temp = os.path.join(self.directory, f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}")
+        temp = os.path.join(self.directory, f"{TMP_PREFIX}{name}-{os.urandom(4).hex()}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:

@@ -1,10 +1,11 @@
 """`calico-py agent`: the plugin's code kept loaded, serving requests on a unix socket.
 
-Each connection is served by a forked worker, so requests run concurrently,
-a bad request or a crash takes down only its worker, and every worker starts
-from the same warm state. Workers run the very handler the executable runs;
-all state is on disk (the IPAM store and its lock), so the lock holds across
-workers and cold-path processes alike, and a restart loses nothing.
+A fixed pool of workers, forked from the agent's warm state, accept on the
+socket and serve requests concurrently (worker.py); a bad request or a crash
+takes down at most its worker, which the agent replaces. Workers run the very
+handler the executable runs; all state is on disk (the IPAM store and its
+lock), so the lock holds across workers and cold-path processes alike, and a
+restart loses nothing.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ import os
 import selectors
 import signal
 import socket
-import struct
-import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import logs, versions
 from . import framing
 from .stats import Stats
-
-READ_TIMEOUT = 5.0
-_UCRED = struct.Struct("3i")
+from .worker import Worker
 
 
 def warm_up() -> None:
@@ -81,7 +79,17 @@ def _bind(path: str) -> socket.socket:
     return listener
 
 
-def serve_forever(path: str) -> int:
+def default_workers() -> int:
+    """Enough to keep the cores busy while many workers sleep in the kernel.
+
+    Deleting a veth waits ~20 ms in the kernel for the device to go, with no
+    CPU used: measured on 2 cores, 64 DELs at once took 1.36 s with 2
+    workers, 0.64 s with 4 and 0.34 s with 8 (ptp: 0.29 s).
+    """
+    return max(4, 4 * (os.cpu_count() or 1))
+
+
+def serve_forever(path: str, workers: int | None = None) -> int:
     logs.configure("info")
     warm_up()
     # Workers are forked from this state: frozen objects stay out of the
@@ -89,39 +97,103 @@ def serve_forever(path: str) -> int:
     gc.collect()
     gc.freeze()
     listener = _bind(path)
-    reports_r, reports_w = os.pipe()
-    stats = Stats()
+    pool = _Pool(listener, workers or default_workers())
     stopping = False
 
     def stop(_signum: int, _frame: Any) -> None:
         nonlocal stopping
         stopping = True
 
-    # Workers are never waited for; ignoring SIGCHLD lets the kernel reap them.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    selector.register(reports_r, selectors.EVENT_READ)
-    logs.log.info("agent %d serving %s", os.getpid(), path)
-    pending = b""
+    logs.log.info("agent %d serving %s with %d workers", os.getpid(), path, pool.size)
     try:
-        while not stopping:
-            for key, _ in selector.select(timeout=1.0):
-                if key.fileobj is listener:
-                    _accept(listener, reports_w, stats)
-                else:
-                    pending += os.read(reports_r, 65536)
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        _record(stats, line)
+        pool.run(lambda: stopping)
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        pool.stop()
         logs.log.info("agent %d stopped", os.getpid())
     return 0
+
+
+class _Pool:
+    """The workers, kept at full strength; their reports become the agent's figures."""
+
+    def __init__(self, listener: socket.socket, size: int) -> None:
+        self.listener = listener
+        self.size = size
+        self.stats = Stats()
+        self.pids: set[int] = set()
+        self.reports_r, self.reports_w = os.pipe()
+        self.handoff_r, self.handoff_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # SIGCHLD writes to this pipe, so a dead worker wakes the loop at once.
+        self.wakeup_r, wakeup_w = os.pipe()
+        os.set_blocking(wakeup_w, False)
+        signal.set_wakeup_fd(wakeup_w)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+        self._pending = b""
+
+    def run(self, stopping: Callable[[], bool]) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.reports_r, selectors.EVENT_READ, self._read_reports)
+        selector.register(self.handoff_r, selectors.EVENT_READ, self._answer_status)
+        selector.register(self.wakeup_r, selectors.EVENT_READ, self._drain_wakeups)
+        while not stopping():
+            self._reap()
+            self._fill()
+            for key, _ in selector.select(timeout=1.0):
+                key.data()
+
+    def _fill(self) -> None:
+        while len(self.pids) < self.size:
+            try:
+                pid = os.fork()
+            except OSError as err:
+                logs.log.error("agent: cannot fork a worker: %s", err)
+                return
+            if pid == 0:
+                os.close(self.reports_r)
+                os.close(self.wakeup_r)
+                self.handoff_r.close()
+                Worker(self.listener, self.reports_w, self.handoff_w).run(os.getppid())
+            self.pids.add(pid)
+
+    def _reap(self) -> None:
+        for pid in list(self.pids):
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+                if status:
+                    logs.log.warning("agent: worker %d ended with status %#x; replacing it", pid, status)
+            self.pids.discard(pid)
+
+    def _drain_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wakeup_r, 4096)
+
+    def _read_reports(self) -> None:
+        self._pending += os.read(self.reports_r, 65536)
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            _record(self.stats, line)
+
+    def _answer_status(self) -> None:
+        _, fds, _, _ = socket.recv_fds(self.handoff_r, 1, 1)
+        for fd in fds:
+            with socket.socket(fileno=fd) as conn:
+                conn.settimeout(1.0)
+                with contextlib.suppress(OSError):
+                    framing.send(conn, {**self.stats.snapshot(os.getpid()), "workers": self.size})
+
+    def stop(self) -> None:
+        """Idle workers leave at once; busy ones finish the request they hold."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        signal.set_wakeup_fd(-1)
 
 
 def _record(stats: Stats, line: bytes) -> None:
@@ -130,81 +202,6 @@ def _record(stats: Stats, line: bytes) -> None:
         stats.record(verb, int(code), float(millis))
     except ValueError:
         logs.log.warning("agent: unreadable worker report %r", line)
-
-
-def _accept(listener: socket.socket, reports_w: int, stats: Stats) -> None:
-    try:
-        conn, _ = listener.accept()
-    except OSError as err:
-        logs.log.warning("agent: accept failed: %s", err)
-        return
-    try:
-        pid = os.fork()
-    except OSError as err:
-        logs.log.error("agent: cannot fork a worker: %s", err)
-        conn.close()
-        return
-    if pid:
-        conn.close()
-        return
-    # The worker: never returns into the parent's loop.
-    code = 0
-    try:
-        gc.disable()  # a worker lives for one request
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        listener.close()
-        _work(conn, reports_w, stats)
-    except BaseException as err:  # a worker must never unwind into the accept loop
-        logs.log.warning("agent worker: %s: %s", type(err).__name__, err)
-        code = 1
-    finally:
-        os._exit(code)
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    _pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return int(uid)
-
-
-def _work(conn: socket.socket, reports_w: int, stats: Stats) -> None:
-    conn.settimeout(READ_TIMEOUT)
-    uid = _peer_uid(conn)
-    if uid not in (0, os.getuid()):
-        logs.log.warning("agent: refused a request from uid %d", uid)
-        return
-    request = framing.receive(conn)
-    if not isinstance(request, dict):
-        raise framing.FrameError("request is not a JSON object")
-    if request.get("op") == "status":
-        framing.send(conn, stats.snapshot(os.getppid()))
-        return
-    env, stdin, program = _cni_request(request)
-    if request.get("netns") != framing.netns_identity():
-        # Serving it here would change the wrong namespace: let the caller do it.
-        logs.log.info("agent: declined a request from another network namespace")
-        conn.sendall(framing.NOT_READY)
-        return
-    conn.sendall(framing.READY)
-    if conn.recv(1) != framing.GO:
-        return
-    started = time.monotonic()
-    from ..main import serve_text
-
-    code, out = serve_text(env, stdin, program)
-    framing.send_result(conn, code, out.encode())
-    millis = (time.monotonic() - started) * 1000
-    os.write(reports_w, f"{env.get('CNI_COMMAND', '?')} {code} {millis:.2f}\n".encode())
-
-
-def _cni_request(request: dict[str, Any]) -> tuple[dict[str, str], bytes, str]:
-    env, stdin, program = request.get("env"), request.get("stdin"), request.get("program")
-    if request.get("op") != "cni" or not isinstance(env, dict) or not isinstance(stdin, str):
-        raise framing.FrameError("not a CNI request frame")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise framing.FrameError("env must map strings to strings")
-    return env, stdin.encode("latin-1"), program if isinstance(program, str) else "calico-py"
 
 
 def status(path: str) -> dict[str, Any] | None:

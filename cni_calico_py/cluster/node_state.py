@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
@@ -69,7 +68,7 @@ def write(path: str, state: NodeState) -> None:
     """Replace the file whole: a reader sees the old state or the new one."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}")
+    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(4).hex()}")
     try:
         with open(temp, "w", encoding="utf-8") as file:
             json.dump({"format": FORMAT, **asdict(state)}, file, indent=2)

@@ -166,3 +166,47 @@ def test_agent_in_another_namespace_declines_and_the_caller_serves_itself(
         finally:
             bare_node.agent_socket = None
         assert agent_status(plugin_exe, sock)["served"] == {}
+
+
+def _workers_of(agent_pid: int) -> set[int]:
+    with open(f"/proc/{agent_pid}/task/{agent_pid}/children") as children:
+        return {int(pid) for pid in children.read().split()}
+
+
+def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_dead_worker_is_replaced(bare_node, plugin_exe, cni_path, tmp_path):
+    sock = str(tmp_path / "agent.sock")
+    with running_agent(bare_node, plugin_exe, sock) as agent:
+        size = agent_status(plugin_exe, sock)["workers"]
+        assert size >= 2
+        _wait_for(lambda: len(_workers_of(agent.pid)) == size, "the pool never filled")
+        victim = min(_workers_of(agent.pid))
+        os.kill(victim, signal.SIGKILL)
+        _wait_for(lambda: victim not in _workers_of(agent.pid)
+                  and len(_workers_of(agent.pid)) == size, "the dead worker was not replaced")
+        pod = pod_for(bare_node, plugin_exe, cni_path, tmp_path, "afterdeath")
+        pod.add()
+        assert pod.delete()[0] == 0
+        assert agent_status(plugin_exe, sock)["served"] == {"ADD": 1, "DEL": 1}
+
+
+def test_workers_leave_with_a_killed_agent(bare_node, plugin_exe, cni_path, tmp_path):
+    sock = str(tmp_path / "agent.sock")
+    with running_agent(bare_node, plugin_exe, sock) as agent:
+        size = agent_status(plugin_exe, sock)["workers"]
+        _wait_for(lambda: len(_workers_of(agent.pid)) == size, "the pool never filled")
+        workers = _workers_of(agent.pid)
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers),
+                  "workers outlived their agent")
+        # The socket file is still there, with nobody behind it: the caller serves itself.
+        pod = pod_for(bare_node, plugin_exe, cni_path, tmp_path, "orphaned")
+        pod.add()
+        assert pod.delete()[0] == 0

@@ -1,0 +1,126 @@
+"""One of the agent's workers: accepts connections and serves them, one at a time.
+
+Workers are forked once, from the agent's warm state, and then serve many
+requests: forking per request cost each pod a fork and the copy-on-write of
+every page the request touched, and let a burst of pods start as many
+processes, all polling the same store lock. A worker that dies (crash,
+hung-request alarm, its request budget used up) is replaced by the agent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import struct
+import time
+from typing import Any
+
+from .. import logs
+from . import framing
+
+READ_TIMEOUT = 5.0
+# Far above any request's own bound (an ADD waits for the store lock at most
+# its lockTimeoutSeconds): a request still running then is hung, and the
+# worker is ended by the kernel's default SIGALRM action.
+REQUEST_DEADLINE_SECONDS = 330
+# A fresh worker now and then bounds whatever a long-lived process accumulates.
+REQUESTS_PER_WORKER = 2000
+PR_SET_PDEATHSIG = 1
+_UCRED = struct.Struct("3i")
+
+
+class Worker:
+    def __init__(self, listener: socket.socket, reports_w: int, handoff: socket.socket) -> None:
+        self.listener = listener
+        self.reports_w = reports_w
+        self.handoff = handoff  # status requests go to the agent, which keeps the figures
+        self.busy = False
+        self.stopping = False
+
+    def run(self, agent_pid: int) -> None:
+        """Serve until told to stop or the agent goes away; never returns."""
+        code = 0
+        try:
+            self._enter(agent_pid)
+            served = 0
+            while not self.stopping and served < REQUESTS_PER_WORKER:
+                conn, _ = self.listener.accept()
+                self.busy = True
+                try:
+                    self._serve(conn)
+                except Exception as err:  # a bad request ends its connection, never the worker
+                    logs.log.warning("agent worker: %s: %s", type(err).__name__, err)
+                finally:
+                    conn.close()
+                    signal.alarm(0)
+                    self.busy = False
+                served += 1
+        except BaseException as err:  # never unwind into the agent's own loop
+            logs.log.warning("agent worker %d: %s: %s", os.getpid(), type(err).__name__, err)
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _enter(self, agent_pid: int) -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        # A killed agent must not leave workers accepting on its socket.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != agent_pid:
+            raise SystemExit("the agent went away before the worker started")
+
+    def _stop(self, _signum: int, _frame: Any) -> None:
+        """Idle: leave now. Busy: stop taking connections, finish the one in hand."""
+        if not self.busy:
+            os._exit(0)
+        self.stopping = True
+        self.listener.close()
+
+    def _serve(self, conn: socket.socket) -> None:
+        signal.alarm(REQUEST_DEADLINE_SECONDS)
+        conn.settimeout(READ_TIMEOUT)
+        uid = _peer_uid(conn)
+        if uid not in (0, os.getuid()):
+            logs.log.warning("agent: refused a request from uid %d", uid)
+            return
+        request = framing.receive(conn)
+        if not isinstance(request, dict):
+            raise framing.FrameError("request is not a JSON object")
+        if request.get("op") == "status":
+            socket.send_fds(self.handoff, [b"s"], [conn.fileno()])
+            return
+        env, stdin, program = _cni_request(request)
+        if request.get("netns") != framing.netns_identity():
+            # Serving it here would change the wrong namespace: let the caller do it.
+            logs.log.info("agent: declined a request from another network namespace")
+            conn.sendall(framing.NOT_READY)
+            return
+        conn.sendall(framing.READY)
+        if conn.recv(1) != framing.GO:
+            return
+        started = time.monotonic()
+        from ..main import serve_text
+
+        code, out = serve_text(env, stdin, program)
+        framing.send_result(conn, code, out.encode())
+        millis = (time.monotonic() - started) * 1000
+        os.write(self.reports_w, f"{env.get('CNI_COMMAND', '?')} {code} {millis:.2f}\n".encode())
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    _pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return int(uid)
+
+
+def _cni_request(request: dict[str, Any]) -> tuple[dict[str, str], bytes, str]:
+    env, stdin, program = request.get("env"), request.get("stdin"), request.get("program")
+    if request.get("op") != "cni" or not isinstance(env, dict) or not isinstance(stdin, str):
+        raise framing.FrameError("not a CNI request frame")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise framing.FrameError("env must map strings to strings")
+    return env, stdin.encode("latin-1"), program if isinstance(program, str) else "calico-py"
