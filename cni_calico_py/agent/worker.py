@@ -27,6 +27,8 @@ READ_TIMEOUT = 5.0
 REQUEST_DEADLINE_SECONDS = 330
 # A fresh worker now and then bounds whatever a long-lived process accumulates.
 REQUESTS_PER_WORKER = 2000
+# Descriptors a worker may have gained over its life before it is replaced.
+FD_SLACK = 32
 PR_SET_PDEATHSIG = 1
 _UCRED = struct.Struct("3i")
 
@@ -44,8 +46,10 @@ class Worker:
         code = 0
         try:
             self._enter(agent_pid)
+            home = framing.netns_identity()
+            fds = _open_fds()
             served = 0
-            while not self.stopping and served < REQUESTS_PER_WORKER:
+            while not self.stopping and served < REQUESTS_PER_WORKER and self._sound(home, fds):
                 conn, _ = self.listener.accept()
                 self.busy = True
                 try:
@@ -73,6 +77,23 @@ class Worker:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != agent_pid:
             raise SystemExit("the agent went away before the worker started")
+
+    @staticmethod
+    def _sound(home: list[int], fds: int) -> bool:
+        """Whether the next request may run here, as a freshly forked worker would run it.
+
+        A worker left in a pod's namespace (a failed return from setns) or
+        leaking descriptors hands its socket to a replacement instead.
+        """
+        if framing.netns_identity() != home:
+            logs.log.error("agent worker %d is not in the node's network namespace; leaving",
+                           os.getpid())
+            return False
+        if _open_fds() > fds + FD_SLACK:
+            logs.log.error("agent worker %d holds %d more descriptors than it started with; "
+                           "leaving", os.getpid(), _open_fds() - fds)
+            return False
+        return True
 
     def _stop(self, _signum: int, _frame: Any) -> None:
         """Idle: leave now. Busy: stop taking connections, finish the one in hand."""
@@ -110,6 +131,10 @@ class Worker:
         framing.send_result(conn, code, out.encode())
         millis = (time.monotonic() - started) * 1000
         os.write(self.reports_w, f"{env.get('CNI_COMMAND', '?')} {code} {millis:.2f}\n".encode())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 def _peer_uid(conn: socket.socket) -> int:
