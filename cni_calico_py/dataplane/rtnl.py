@@ -110,7 +110,7 @@ class Rtnl:
         for _ in range(_DUMP_TRIES):
             replies, interrupted = self._exchange(
                 msg, kind, flags | NLM_F_REQUEST | NLM_F_ACK, decode or _decoder(type(msg)))
-            if not interrupted:
+            if not interrupted or not flags & NLM_F_DUMP:
                 return replies
         raise NetlinkError(errno.EINTR, "the kernel kept interrupting the dump")
 
