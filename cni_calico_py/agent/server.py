@@ -129,9 +129,9 @@ class _Pool:
         self.reports_r, self.reports_w = os.pipe()
         self.handoff_r, self.handoff_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         # SIGCHLD writes to this pipe, so a dead worker wakes the loop at once.
-        self.wakeup_r, wakeup_w = os.pipe()
-        os.set_blocking(wakeup_w, False)
-        signal.set_wakeup_fd(wakeup_w)
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        os.set_blocking(self.wakeup_w, False)
+        signal.set_wakeup_fd(self.wakeup_w)
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
         self._pending = b""
 
@@ -154,8 +154,9 @@ class _Pool:
                 logs.log.error("agent: cannot fork a worker: %s", err)
                 return
             if pid == 0:
-                os.close(self.reports_r)
-                os.close(self.wakeup_r)
+                signal.set_wakeup_fd(-1)
+                for fd in (self.reports_r, self.wakeup_r, self.wakeup_w):
+                    os.close(fd)
                 self.handoff_r.close()
                 Worker(self.listener, self.reports_w, self.handoff_w).run(os.getppid())
             self.pids.add(pid)

@@ -72,7 +72,6 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
         # A killed agent must not leave workers accepting on its socket.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != agent_pid:

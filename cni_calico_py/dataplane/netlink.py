@@ -30,7 +30,10 @@ def is_missing(err: BaseException) -> bool:
 
 def failure(what: str, err: BaseException) -> CNIError:
     code = netlink_error_code(err)
-    reason = os.strerror(code) if isinstance(code, int) else str(err)
+    if isinstance(err, OSError) and err.strerror:
+        reason = err.strerror  # with the kernel's own explanation, where it gave one
+    else:
+        reason = os.strerror(code) if isinstance(code, int) else str(err)
     return CNIError(Code.DATAPLANE_FAILURE, f"{what}: {reason}")
 
 

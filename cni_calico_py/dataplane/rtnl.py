@@ -48,7 +48,12 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
 NETLINK_GET_STRICT_CHK = 12
+NLM_F_CAPPED = 0x100
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_DUMP_INTR = 0x10
@@ -56,6 +61,7 @@ IFF_UP = 1
 RTN_UNICAST = 1
 _HEADER = struct.Struct("=IHHII")
 _ERRNO = struct.Struct("=i")
+_NLA = struct.Struct("=HH")
 # ifinfomsg after the netlink header: family, pad, type, index, flags, change.
 _IFINFO_INDEX = struct.Struct("=BxHi")
 _RECV_BUFFER = 1 << 18
@@ -81,6 +87,10 @@ class Rtnl:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
         try:
             self._sock.bind((0, 0))
+            # The kernel then says why it refused a request ("Nexthop has
+            # invalid gateway"), and leaves the request out of its answer.
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             if strict_check:
                 # The kernel then filters dumps by the request's header fields.
                 self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
@@ -136,7 +146,7 @@ class Rtnl:
                     if reply_type == NLMSG_ERROR:
                         (code,) = _ERRNO.unpack_from(data, offset + _HEADER.size)
                         if code:
-                            raise NetlinkError(-code, os.strerror(-code))
+                            raise _refusal(-code, data[offset:offset + length], reply_flags)
                         return replies, interrupted
                     if reply_type == NLMSG_DONE:
                         return replies, interrupted
@@ -246,6 +256,26 @@ class RouteSpec:
             attrs.append(("RTA_OIF", self.oif))
         msg["attrs"] = attrs
         return msg
+
+
+def _refusal(code: int, error: bytes, flags: int) -> NetlinkError:
+    """The errno, with the kernel's own explanation when it gave one."""
+    reason = os.strerror(code)
+    if flags & NLM_F_ACK_TLVS:
+        # Past the errno and the echoed request header (or whole request).
+        offset = _HEADER.size + _ERRNO.size
+        offset += _HEADER.size if flags & NLM_F_CAPPED else _HEADER.unpack_from(error, offset)[0]
+        offset = (offset + 3) & ~3
+        while offset + _NLA.size <= len(error):
+            length, kind = _NLA.unpack_from(error, offset)
+            if length < _NLA.size:
+                break
+            if kind == NLMSGERR_ATTR_MSG:
+                text = error[offset + _NLA.size:offset + length].split(b"\0", 1)[0]
+                reason = f"{reason} ({text.decode(errors='replace')})"
+                break
+            offset += (length + 3) & ~3
+    return NetlinkError(code, reason)
 
 
 def _decoder(message_class: Any) -> Decoder:

@@ -84,3 +84,14 @@ def test_strict_dumps_are_filtered_by_the_kernel(netns):
         strict.change_route("del", RouteSpec(socket.AF_INET, "10.8.0.0", 26, proto=PROTO_OURS,
                                              kind=BLACKHOLE))
     assert [r["dst"] for r in ip_json(name, "route", "show", "proto", "98")] == ["10.8.0.64/26"]
+
+
+def test_a_refusal_carries_the_kernels_reason(netns):
+    _, path = netns
+    with opened_in(path) as rtnl:
+        lo = rtnl.link_index("lo")
+        with pytest.raises(NetlinkError) as refused:
+            rtnl.change_route("add", RouteSpec(socket.AF_INET, "10.6.0.0", 24, oif=lo,
+                                               gateway="10.99.0.1", proto=3))
+    assert refused.value.code == errno.ENETUNREACH
+    assert "gateway" in str(refused.value).lower(), str(refused.value)
