@@ -16,6 +16,7 @@ import os
 import selectors
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from .. import logs, versions
 from . import framing
 from .stats import Stats
 from .worker import Worker
+
+RESPAWN_PAUSE_SECONDS = 1.0
 
 
 def warm_up() -> None:
@@ -125,7 +128,8 @@ class _Pool:
         self.listener = listener
         self.size = size
         self.stats = Stats()
-        self.pids: set[int] = set()
+        self.started: dict[int, float] = {}  # worker pid: when it was forked
+        self.refill_after = 0.0
         self.reports_r, self.reports_w = os.pipe()
         self.handoff_r, self.handoff_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         # SIGCHLD writes to this pipe, so a dead worker wakes the loop at once.
@@ -147,7 +151,9 @@ class _Pool:
                 key.data()
 
     def _fill(self) -> None:
-        while len(self.pids) < self.size:
+        if time.monotonic() < self.refill_after:
+            return
+        while len(self.started) < self.size:
             try:
                 pid = os.fork()
             except OSError as err:
@@ -159,17 +165,20 @@ class _Pool:
                     os.close(fd)
                 self.handoff_r.close()
                 Worker(self.listener, self.reports_w, self.handoff_w).run(os.getppid())
-            self.pids.add(pid)
+            self.started[pid] = time.monotonic()
 
     def _reap(self) -> None:
-        for pid in list(self.pids):
+        for pid, started in list(self.started.items()):
             with contextlib.suppress(ChildProcessError):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if not done:
                     continue
                 if status:
                     logs.log.warning("agent: worker %d ended with status %#x; replacing it", pid, status)
-            self.pids.discard(pid)
+                    if time.monotonic() - started < RESPAWN_PAUSE_SECONDS:
+                        # Workers dying as they start would otherwise be forked in a tight loop.
+                        self.refill_after = time.monotonic() + RESPAWN_PAUSE_SECONDS
+            del self.started[pid]
 
     def _drain_wakeups(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -191,7 +200,7 @@ class _Pool:
 
     def stop(self) -> None:
         """Idle workers leave at once; busy ones finish the request they hold."""
-        for pid in self.pids:
+        for pid in self.started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         signal.set_wakeup_fd(-1)
