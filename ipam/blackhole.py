@@ -37,22 +37,22 @@ class NetlinkBlackholes:
     """Blackhole routes in the current network namespace (the node's)."""
 
     def __init__(self) -> None:
-        self._ipr: Any = None
+        self._rtnl: Any = None
 
     def open(self) -> None:
         """Pay the import and socket cost now, e.g. before taking a lock."""
-        if self._ipr is None:
+        if self._rtnl is None:
             from cni_calico_py.dataplane.rtnl import Rtnl
 
             # Strict checking lets the kernel filter dumps by protocol and type,
             # so the usual check reads this plugin's few blackholes, not a
             # route per pod.
-            self._ipr = Rtnl(strict_check=True)
+            self._rtnl = Rtnl(strict_check=True)
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
 
     def ensure(self, block: IPNetwork) -> None:
         if self.present(block):
@@ -81,7 +81,7 @@ class NetlinkBlackholes:
         self.open()
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         try:
-            dump = self._ipr.routes(family, table=_MAIN_TABLE, **kernel_filter)
+            dump = self._rtnl.routes(family, table=_MAIN_TABLE, **kernel_filter)
         except OSError as err:
             raise _failure("read the node's routes", block, err) from None
         return [
@@ -97,7 +97,7 @@ class NetlinkBlackholes:
         route = RouteSpec(family, str(block.network_address), block.prefixlen,
                           proto=ROUTE_PROTO, kind=_RTN_BLACKHOLE, table=_MAIN_TABLE)
         try:
-            self._ipr.change_route(verb, route)
+            self._rtnl.change_route(verb, route)
         except OSError as err:
             if verb == "del" and getattr(err, "code", None) == _ESRCH:
                 return
