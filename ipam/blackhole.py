@@ -12,10 +12,13 @@ when a route is touched: they cost more to import than the rest of the IPAM.
 from __future__ import annotations
 
 import socket
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cni_calico_py.errors import CNIError, Code
 from cni_calico_py.results import IPNetwork
+
+if TYPE_CHECKING:
+    from cni_calico_py.dataplane.rtnl import Rtnl
 
 # rtnetlink protocol number marking routes made by calico-py (not named in
 # /etc/iproute2/rt_protos, so `ip route` prints it as "proto 98").
@@ -37,9 +40,9 @@ class NetlinkBlackholes:
     """Blackhole routes in the current network namespace (the node's)."""
 
     def __init__(self) -> None:
-        self._rtnl: Any = None
+        self._rtnl: Rtnl | None = None
 
-    def open(self) -> None:
+    def open(self) -> Rtnl:
         """Pay the import and socket cost now, e.g. before taking a lock."""
         if self._rtnl is None:
             from cni_calico_py.dataplane.rtnl import Rtnl
@@ -48,6 +51,7 @@ class NetlinkBlackholes:
             # so the usual check reads this plugin's few blackholes, not a
             # route per pod.
             self._rtnl = Rtnl(strict_check=True)
+        return self._rtnl
 
     def close(self) -> None:
         if self._rtnl is not None:
@@ -78,10 +82,10 @@ class NetlinkBlackholes:
         return any(_ours(r) for r in self._routes(block, proto=ROUTE_PROTO, type=_RTN_BLACKHOLE))
 
     def _routes(self, block: IPNetwork, **kernel_filter: int) -> list[Any]:
-        self.open()
+        rtnl = self.open()
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         try:
-            dump = self._rtnl.routes(family, table=_MAIN_TABLE, **kernel_filter)
+            dump = rtnl.routes(family, table=_MAIN_TABLE, **kernel_filter)
         except OSError as err:
             raise _failure("read the node's routes", block, err) from None
         return [
@@ -97,7 +101,7 @@ class NetlinkBlackholes:
         route = RouteSpec(family, str(block.network_address), block.prefixlen,
                           proto=ROUTE_PROTO, kind=_RTN_BLACKHOLE, table=_MAIN_TABLE)
         try:
-            self._rtnl.change_route(verb, route)
+            self.open().change_route(verb, route)
         except OSError as err:
             if verb == "del" and getattr(err, "code", None) == _ESRCH:
                 return
