@@ -153,6 +153,7 @@ class _Pool:
     def _fill(self) -> None:
         if time.monotonic() < self.refill_after:
             return
+        agent_pid = os.getpid()
         while len(self.started) < self.size:
             try:
                 pid = os.fork()
@@ -164,7 +165,7 @@ class _Pool:
                 for fd in (self.reports_r, self.wakeup_r, self.wakeup_w):
                     os.close(fd)
                 self.handoff_r.close()
-                Worker(self.listener, self.reports_w, self.handoff_w).run(os.getppid())
+                Worker(self.listener, self.reports_w, self.handoff_w).run(agent_pid)
             self.started[pid] = time.monotonic()
 
     def _reap(self) -> None:
