@@ -60,6 +60,19 @@ def call(command: str, request: Request, raw: dict[str, Any], ipam_type: str) ->
     return _exec(find_plugin(ipam_type, request.path), sub_request, raw)
 
 
+def addresses_of(request: Request, raw: dict[str, Any], ipam_type: str) -> list[results.IPAddress]:
+    """The addresses the attachment still holds, where the IPAM can say.
+
+    Only ours can: a foreign plugin has no verb for it, and a prevResult
+    may be older than the addresses it names.
+    """
+    if ipam_type != IN_PROCESS_TYPE:
+        return []
+    from ipam.plugin import addresses_of as held
+
+    return held(request, raw)
+
+
 def _exec(executable: str, request: Request, raw: dict[str, Any]) -> results.Result | None:
     import subprocess  # only for a foreign IPAM plugin; ours runs in-process
 

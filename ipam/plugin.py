@@ -15,6 +15,7 @@ from .blackhole import NetlinkBlackholes
 from .disk_store import DiskStore
 from .ranges import IpamConf
 from .requested import Requested, requested_addresses
+from .store import IPAddress
 
 GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 _CLAIM_ATTEMPTS = 3
@@ -24,6 +25,13 @@ _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 def validate(raw: dict[str, Any]) -> None:
     """Refuse a bad IPAM section (error 7) before the caller changes anything."""
     ipam_config.parse(raw)
+
+
+def addresses_of(request: Request, raw: dict[str, Any]) -> list[IPAddress]:
+    """The addresses this attachment holds, read under the store's lock."""
+    conf = ipam_config.parse(raw)
+    store = DiskStore(conf.store_dir, conf.lock_timeout)
+    return pool.addresses_of(store, pool.Attachment(request.container_id, request.ifname))
 
 
 def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:

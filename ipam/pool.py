@@ -143,11 +143,21 @@ def used(range_set: RangeSet, held: Collection[IPAddress]) -> int:
     return sum(1 for a in held if range_set.find(a) and not range_set.is_gateway(a))
 
 
+def addresses_of(store: Store, who: Attachment) -> list[IPAddress]:
+    """What `who` holds now; while it does, no other attachment can be handed these."""
+    with store.locked():
+        return _held_by(store.reservations(), who)
+
+
+def _held_by(held: dict[IPAddress, Reservation], who: Attachment) -> list[IPAddress]:
+    return [a for a, r in held.items() if r.belongs_to(who.container_id, who.ifname)]
+
+
 def release(store: Store, conf: IpamConf, who: Attachment, routes: Blackholes) -> list[IPAddress]:
     """Free what `who` holds; nothing held is success too (DEL may be repeated)."""
     with store.locked():
         held = store.reservations()
-        mine = [a for a, r in held.items() if r.belongs_to(who.container_id, who.ifname)]
+        mine = _held_by(held, who)
         for address in mine:
             store.release(address)
             del held[address]

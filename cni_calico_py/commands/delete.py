@@ -9,6 +9,7 @@ from ..config import NetConf
 from ..dataplane import netlink, netns, veth
 from ..logs import log
 from ..request import Request
+from .common import host_veth_for
 
 
 def delete(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
@@ -21,8 +22,22 @@ def delete(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
                 log.info("DEL %s: pod interface %s", request.container_id,
                          "removed" if removed else "already gone")
         except netns.NetnsNotFound:
-            # The kernel destroyed the veth pair with the namespace.
             log.info("DEL %s: netns %s already gone", request.container_id, request.netns)
+            _remove_orphaned_host_end(request, netconf, raw)
     # Without a netns (containerd's second DEL), the host veth is not looked up
     # by name: a newer sandbox of the same pod may own that name by now.
     ipam_client.call("DEL", request, raw, netconf.ipam.type)
+
+
+def _remove_orphaned_host_end(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
+    """The kernel destroys the pair with the namespace, but in the background,
+    and never while a leftover process keeps the namespace alive: until then the
+    node would route an address about to be released to the old veth."""
+    addresses = ipam_client.addresses_of(request, raw, netconf.ipam.type)
+    if not addresses:
+        return
+    host_name = host_veth_for(request, netconf)
+    with netlink.host_handle() as host:
+        if veth.delete_host_end_routing(host, host_name, addresses):
+            log.info("DEL %s: removed %s, still routing %s", request.container_id, host_name,
+                     ", ".join(map(str, addresses)))

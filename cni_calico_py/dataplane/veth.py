@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import CNIError, Code
+from ..results import IPAddress
 from . import netlink
+from .addressing import routes_to
 from .constants import HOST_VETH_MAC
 
 if TYPE_CHECKING:
@@ -65,6 +68,26 @@ def delete_host_end(host: Rtnl, name: str) -> None:
         except OSError as err:
             if not netlink.is_missing(err):
                 raise
+
+
+def delete_host_end_routing(host: Rtnl, name: str, addresses: Sequence[IPAddress]) -> bool:
+    """Delete host veth `name` if the node routes one of `addresses` through it.
+
+    A route to an address the pod still holds can only be that pod's: a newer
+    sandbox of the same pod, under the same name, routes other addresses.
+    """
+    index = netlink.link_index(host, name)
+    if index is None:
+        return False
+    if not any(route.get("oif") == index for a in addresses for route in routes_to(host, a)):
+        return False
+    try:
+        host.delete_link(index)
+    except OSError as err:
+        if netlink.is_missing(err):
+            return False
+        raise netlink.failure(f"deleting host interface {name}", err) from err
+    return True
 
 
 def delete_pod_end(pod: Rtnl, ifname: str) -> bool:

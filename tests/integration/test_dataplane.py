@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -226,6 +229,47 @@ def test_del_is_idempotent_and_survives_a_missing_netns(node, make_pod, tmp_path
     assert gone.delete()[0] == 0
     assert gone.delete(CNI_NETNS="")[0] == 0
     assert reservations(tmp_path) == [] and node_links(node) == []
+
+
+@contextmanager
+def kept_alive(netns: str) -> Iterator[None]:
+    """A leftover process inside `netns`: the namespace outlives `ip netns del`."""
+    keeper = subprocess.Popen(["ip", "netns", "exec", os.path.basename(netns), "sleep", "600"])
+    try:
+        target = os.stat(netns).st_ino
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{keeper.pid}/ns/net").st_ino != target:
+            assert time.monotonic() < deadline, "the keeper never entered the netns"
+            time.sleep(0.01)
+        yield
+    finally:
+        keeper.kill()
+        keeper.wait()
+
+
+def test_del_with_the_netns_gone_removes_a_veth_it_left_behind(node, make_pod, tmp_path):
+    pod = make_pod()
+    pod.add()
+    with kept_alive(pod.netns):
+        sh("ip", "netns", "del", os.path.basename(pod.netns))
+        assert pod.host_veth in node_links(node)
+        assert pod.delete()[0] == 0
+        assert node_links(node) == [] and reservations(tmp_path) == []
+        assert [r for r in node.routes() if r["dst"] == pod.address()] == []
+
+
+def test_del_with_the_netns_gone_spares_a_newer_sandbox_of_the_pod(node, make_pod, tmp_path):
+    old = make_pod(args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web")
+    old.add()
+    with kept_alive(old.netns):
+        sh("ip", "netns", "del", os.path.basename(old.netns))
+        new = make_pod(args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web")
+        new.add()  # replaces the old sandbox's veth: same pod, same name
+        assert new.host_veth == old.host_veth
+        assert old.delete()[0] == 0
+        assert node_links(node) == [new.host_veth]
+        assert reservations(tmp_path) == [new.address()]
+        assert ping(node, new.address())
 
 
 def test_check_passes_after_add_and_names_what_is_missing(node, make_pod, ipam_exe, cni_path):

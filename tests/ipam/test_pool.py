@@ -227,6 +227,16 @@ def test_release_of_unknown_attachment_succeeds(store, conf, routes):
     assert pool.release(store, conf, who(9), routes) == []
 
 
+def test_addresses_of_names_only_the_attachments_own(store, conf, routes):
+    add(store, conf, routes, 1)
+    add(store, conf, routes, 1, ifname="net1")
+    add(store, conf, routes, 2)
+    assert pool.addresses_of(store, who(1)) == [ip("192.168.97.0")]
+    assert pool.addresses_of(store, who(1, "net1")) == [ip("192.168.97.1")]
+    assert pool.addresses_of(store, who(9)) == []
+    assert not store.holding
+
+
 def test_blackhole_stays_until_the_last_address_goes(store, conf, routes):
     add(store, conf, routes, 1)
     add(store, conf, routes, 2)
