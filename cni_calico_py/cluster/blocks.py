@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 
 IPv4Network = ipaddress.IPv4Network
 
@@ -34,6 +34,23 @@ def claim_order(
         block = IPv4Network((base + index * step, block_size))
         if block not in taken:
             yield block
+
+
+def home_first(
+    owned: Collection[IPv4Network], tunnel: ipaddress.IPv4Address | None,
+    earlier: Sequence[IPv4Network],
+) -> list[IPv4Network]:
+    """The node's blocks, its home block first: the one holding the tunnel
+    address, else the one held longest (`earlier` is the order last written).
+
+    Claims wrap around the pool, so a later block can have a lower address:
+    ordered by address alone, the home block would move to the newest one.
+    """
+    def rank(block: IPv4Network) -> tuple[bool, int, IPv4Network]:
+        since = earlier.index(block) if block in earlier else len(earlier)
+        return (tunnel is None or tunnel not in block, since, block)
+
+    return sorted(owned, key=rank)
 
 
 def block_key(block: IPv4Network) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import CNIError
 from ..logs import log
 from . import bird, node_state, overlay, peers
-from .blocks import IPv4Network, vtep_mac
+from .blocks import IPv4Network, home_first, vtep_mac
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable, NodeRecord, PoolExhausted
 from .node_state import NodeState
@@ -80,11 +80,12 @@ class NodeDaemon:
                 owners[block] = name
                 owned = [block]
             tunnel = self._tunnel_address(owned, nodes)
-            # The first block is the node's home: it holds the tunnel address and is never released.
-            active = sorted((b for b in owned if b not in self._retiring),
-                            key=lambda b: (tunnel is None or tunnel not in b, b))
+            previous = node_state.read(self.conf.state_file)
+            # The first block is the node's home: it is never released.
+            active = home_first([b for b in owned if b not in self._retiring], tunnel,
+                                previous.networks if previous else [])
             state = self.base_state(str(tunnel) if tunnel else None).with_blocks(active)
-            if node_state.read(self.conf.state_file) != state:
+            if previous != state:
                 node_state.write(self.conf.state_file, state)
                 log.info("node %s (%s) blocks: %s%s", name, state.node_ip, ", ".join(state.blocks),
                          f"; tunnel address {tunnel}" if tunnel else "")

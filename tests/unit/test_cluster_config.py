@@ -8,7 +8,13 @@ import pytest
 import yaml
 
 from cni_calico_py.cluster import config
-from cni_calico_py.cluster.blocks import block_from_key, block_key, claim_order, vtep_mac
+from cni_calico_py.cluster.blocks import (
+    block_from_key,
+    block_key,
+    claim_order,
+    home_first,
+    vtep_mac,
+)
 from cni_calico_py.errors import CNIError
 
 BASE = {"etcd_endpoints": ["http://10.99.0.1:23790"], "pool": "192.168.0.0/16", "nodename": "n1"}
@@ -41,6 +47,14 @@ def test_claim_order_skips_taken_blocks_and_covers_the_pool() -> None:
     order = list(claim_order(pool, 26, taken, "n1"))
     assert sorted(order) == [ipaddress.IPv4Network(f"10.0.0.{i}/26") for i in (0, 128, 192)]
     assert list(claim_order(pool, 26, taken, "n1")) == order
+
+
+def test_the_home_block_stays_first_when_a_claim_wraps_around_the_pool() -> None:
+    low, high, mid = (ipaddress.IPv4Network(f"192.168.0.{i}/30") for i in (0, 252, 128))
+    assert home_first([low, high], None, [high]) == [high, low]
+    assert home_first([mid, low, high], None, [high, low]) == [high, low, mid]
+    assert home_first([low, high], None, []) == [low, high]
+    assert home_first([low, high], ipaddress.IPv4Address("192.168.0.1"), [high]) == [low, high]
 
 
 def test_block_keys_and_vtep_mac() -> None:
