@@ -28,13 +28,8 @@ def refuse_existing_pod_interface(pod: Rtnl, ifname: str, netns_path: str) -> No
 def remove_stale_host_veth(host: Rtnl, name: str) -> None:
     """A leftover of an earlier attachment of the same pod: Calico replaces it too."""
     index = netlink.link_index(host, name)
-    if index is None:
-        return
-    try:
-        host.delete_link(index)
-    except OSError as err:
-        if not netlink.is_missing(err):
-            raise netlink.failure(f"removing stale host interface {name}", err) from err
+    if index is not None:
+        _delete_link(host, index, f"stale host interface {name}")
 
 
 def create_pair(pod: Rtnl, pod_ifname: str, host_name: str, mtu: int) -> None:
@@ -63,11 +58,7 @@ def delete_host_end(host: Rtnl, name: str) -> None:
     """Undo step: deleting either end removes the pair and the routes through it."""
     index = netlink.link_index(host, name)
     if index is not None:
-        try:
-            host.delete_link(index)
-        except OSError as err:
-            if not netlink.is_missing(err):
-                raise
+        _delete_link(host, index, f"host interface {name}")
 
 
 def delete_host_end_routing(host: Rtnl, name: str, addresses: Sequence[IPAddress]) -> bool:
@@ -81,13 +72,7 @@ def delete_host_end_routing(host: Rtnl, name: str, addresses: Sequence[IPAddress
         return False
     if not any(route.get("oif") == index for a in addresses for route in routes_to(host, a)):
         return False
-    try:
-        host.delete_link(index)
-    except OSError as err:
-        if netlink.is_missing(err):
-            return False
-        raise netlink.failure(f"deleting host interface {name}", err) from err
-    return True
+    return _delete_link(host, index, f"host interface {name}")
 
 
 def delete_pod_end(pod: Rtnl, ifname: str) -> bool:
@@ -95,12 +80,17 @@ def delete_pod_end(pod: Rtnl, ifname: str) -> bool:
     index = netlink.link_index(pod, ifname)
     if index is None:
         return False
+    return _delete_link(pod, index, f"{ifname} in the pod")
+
+
+def _delete_link(handle: Rtnl, index: int, what: str) -> bool:
+    """Whether the link was still there: one gone meanwhile is no error."""
     try:
-        pod.delete_link(index)
+        handle.delete_link(index)
     except OSError as err:
         if netlink.is_missing(err):
             return False
-        raise netlink.failure(f"deleting {ifname} in the pod", err) from err
+        raise netlink.failure(f"deleting {what}", err) from err
     return True
 
 
