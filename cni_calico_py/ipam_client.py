@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -58,6 +59,29 @@ def call(command: str, request: Request, raw: dict[str, Any], ipam_type: str) ->
 
         return execute(sub_request, raw)
     return _exec(find_plugin(ipam_type, request.path), sub_request, raw)
+
+
+def reserve(
+    request: Request, raw: dict[str, Any], ipam_type: str,
+) -> tuple[results.Result | None, Callable[[], None]]:
+    """IPAM ADD, and the undo of exactly that ADD.
+
+    Ours knows which addresses the call reserved, so its undo leaves those
+    an earlier ADD of the attachment holds; a foreign plugin has no such
+    verb, and its undo is a DEL of the attachment.
+    """
+    if ipam_type == IN_PROCESS_TYPE:
+        from ipam.plugin import release_fresh
+        from ipam.plugin import reserve as reserve_in_process
+
+        ours, fresh = reserve_in_process(replace(request, command="ADD"), raw)
+        return ours, lambda: release_fresh(request, raw, fresh)
+    foreign = call("ADD", request, raw, ipam_type)
+    return foreign, lambda: _discard(call("DEL", request, raw, ipam_type))
+
+
+def _discard(_: object) -> None:
+    return None
 
 
 def addresses_of(request: Request, raw: dict[str, Any], ipam_type: str) -> list[results.IPAddress]:

@@ -47,6 +47,17 @@ class Request:
     args: Mapping[str, str] = field(default_factory=dict)
     path: tuple[str, ...] = ()
     stdin: bytes = b""
+    # Where the caller's mount namespace is seen from here ("/proc/<pid>/root"),
+    # when an agent serves a caller whose mounts may differ from its own; CNI_NETNS
+    # is opened beneath it, while results and records keep the runtime's path.
+    netns_root: str = ""
+
+    @property
+    def netns_path(self) -> str:
+        """The path to open for the pod's network namespace."""
+        if self.netns_root and self.netns.startswith("/"):
+            return self.netns_root + self.netns
+        return self.netns
 
     @property
     def pod_namespace(self) -> str:

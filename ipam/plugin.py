@@ -44,17 +44,7 @@ def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
                   conf.store_dir)
     try:
         if request.command == "ADD":
-            requested = requested_addresses(request.args, raw)
-            routes.open()  # import and connect before the lock, not while others wait
-            chosen = _add(raw, conf, store, who, request.netns, requested, routes)
-            logs.log.info("IPAM ADD %s got %s", who, ", ".join(str(a.address) for a in chosen))
-            return results.Result(
-                ips=[results.IPConfig(
-                    address=ipaddress.ip_interface(f"{a.address}/{a.range.subnet.prefixlen}"),
-                    gateway=a.range.gateway,
-                ) for a in chosen],
-                routes=list(conf.routes),
-            )
+            return _reserve(request, raw, conf, store, who, routes)[0]
         if request.command == "DEL":
             released = pool.release(store, conf, who, routes)
             logs.log.info("IPAM DEL %s released %s", who, released or "nothing")
@@ -71,6 +61,49 @@ def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
         return None
     finally:
         routes.close()
+
+
+def reserve(request: Request, raw: dict[str, Any]) -> tuple[results.Result, list[IPAddress]]:
+    """ADD's abbreviated result, and the addresses this call reserved (not held before)."""
+    conf = ipam_config.parse(raw)
+    store = DiskStore(conf.store_dir, conf.lock_timeout)
+    routes = NetlinkBlackholes()
+    try:
+        return _reserve(request, raw, conf, store, pool.Attachment(request.container_id,
+                                                                   request.ifname), routes)
+    finally:
+        routes.close()
+
+
+def release_fresh(request: Request, raw: dict[str, Any], addresses: list[IPAddress]) -> None:
+    """Undo `reserve`: free what that call reserved, keep what the attachment held before."""
+    conf = ipam_config.parse(raw)
+    store = DiskStore(conf.store_dir, conf.lock_timeout)
+    routes = NetlinkBlackholes()
+    try:
+        who = pool.Attachment(request.container_id, request.ifname)
+        released = pool.release_fresh(store, conf, who, addresses, routes)
+        logs.log.info("IPAM undo of ADD %s released %s", who, released or "nothing")
+    finally:
+        routes.close()
+
+
+def _reserve(
+    request: Request, raw: dict[str, Any], conf: IpamConf, store: DiskStore,
+    who: pool.Attachment, routes: NetlinkBlackholes,
+) -> tuple[results.Result, list[IPAddress]]:
+    requested = requested_addresses(request.args, raw)
+    routes.open()  # import and connect before the lock, not while others wait
+    chosen = _add(raw, conf, store, who, request.netns, requested, routes)
+    logs.log.info("IPAM ADD %s got %s", who, ", ".join(str(a.address) for a in chosen))
+    result = results.Result(
+        ips=[results.IPConfig(
+            address=ipaddress.ip_interface(f"{a.address}/{a.range.subnet.prefixlen}"),
+            gateway=a.range.gateway,
+        ) for a in chosen],
+        routes=list(conf.routes),
+    )
+    return result, [a.address for a in chosen if a.fresh]
 
 
 def _add(

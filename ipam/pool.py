@@ -34,6 +34,8 @@ class Attachment:
 class Allocation:
     address: IPAddress
     range: Range
+    # Reserved by this very call; False when the attachment already held it.
+    fresh: bool = False
 
 
 def add(
@@ -88,7 +90,7 @@ def _one(
             store.set_last_reserved(range_set.index, address)
     found = range_set.find(address)
     assert found is not None
-    return Allocation(address, found)
+    return Allocation(address, found, fresh=address in made)
 
 
 def _next_free(store: Store, range_set: RangeSet, held: Collection[IPAddress]) -> IPAddress:
@@ -158,6 +160,25 @@ def release(store: Store, conf: IpamConf, who: Attachment, routes: Blackholes) -
     with store.locked():
         held = store.reservations()
         mine = _held_by(held, who)
+        for address in mine:
+            store.release(address)
+            del held[address]
+        for block in dict.fromkeys(b for b in map(conf.block_of, mine) if b is not None):
+            if not any(a in block for a in held):
+                routes.remove(block)
+    return mine
+
+
+def release_fresh(
+    store: Store, conf: IpamConf, who: Attachment, addresses: Collection[IPAddress], routes: Blackholes,
+) -> list[IPAddress]:
+    """Undo of one ADD: free those of `addresses` that `who` still holds, and nothing else.
+
+    What the attachment held before that ADD stays: it belongs to an earlier one.
+    """
+    with store.locked():
+        held = store.reservations()
+        mine = [a for a in _held_by(held, who) if a in addresses]
         for address in mine:
             store.release(address)
             del held[address]

@@ -39,7 +39,7 @@ def check(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
         problems.append(f"prevResult lists no interface {request.ifname} in {request.netns}")
         pod_iface = results.Interface(name=request.ifname, sandbox=request.netns)
     try:
-        with netlink.host_handle() as host, netlink.pod_handle(request.netns) as pod:
+        with netlink.host_handle() as host, netlink.pod_handle(request.netns_path) as pod:
             problems += inspect.pod_problems(pod, pod_iface, addresses, prev.routes)
             problems += inspect.host_problems(host, host_iface, addresses)
     except netns.NetnsNotFound:

@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..errors import CNIError, Code
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -43,3 +45,15 @@ def entered(path: str) -> Iterator[None]:
             os.close(target)
     finally:
         os.close(original)
+
+
+class NetnsRefused(CNIError):
+    """CNI_NETNS names something that must not be treated as a pod's network namespace
+    (the node's own, or a path that is not a network namespace): error 4, nothing touched."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            Code.INVALID_ENVIRONMENT,
+            f"CNI_NETNS {path!r} {reason}",
+            "environment variable CNI_NETNS: it must name the pod's own network namespace",
+        )
