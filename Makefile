@@ -6,6 +6,7 @@
 #   make uninstall [DESTDIR=<dir>]
 #   make test                     # scripts/test.sh
 #   make clean
+#   DIST=<dir> BUILD=<dir> put the build and its scratch files elsewhere
 #
 # The build is one directory, calico-py.d/, installed in the CNI bin dir;
 # calico-py and calico-py-ipam are relative symlinks to the executable in it
@@ -24,7 +25,8 @@ PROGRAMS := calico-py calico-py-ipam
 CONFLIST := conf/10-calico-py.conflist
 UNITS    := $(wildcard conf/*.service)
 EXAMPLES := $(wildcard conf/*.example)
-DIST     := dist
+DIST     ?= dist
+BUILD    ?= build
 APP      := $(DIST)/$(NAME).d
 EXE      := $(APP)/$(NAME)
 # What /opt/cni/bin/calico-py{,-ipam} point at: forwards to the agent, else
@@ -46,7 +48,7 @@ build: $(EXE) $(LAUNCHER)
 
 $(EXE): $(SOURCES)
 	$(PYTHON) -m PyInstaller --noconfirm --clean --log-level WARN \
-		--distpath $(DIST) --workpath build/pyinstaller build.spec
+		--distpath $(DIST) --workpath $(BUILD)/pyinstaller build.spec
 	@touch $@
 
 $(LAUNCHER): launcher/launcher.c $(EXE)
@@ -83,4 +85,4 @@ test:
 	bash scripts/test.sh
 
 clean:
-	rm -rf build $(DIST)
+	rm -rf $(BUILD) $(DIST)
