@@ -24,9 +24,14 @@ def watch(caller_gone: Callable[[], bool] | None) -> None:
     _probe = caller_gone
 
 
+def caller_gone() -> bool:
+    """Whether the caller went away (never, outside an agent worker)."""
+    return _probe is not None and _probe()
+
+
 def check(where: str) -> None:
     """Raise error 11 when the caller went away; `where` says what was about to happen."""
-    if _probe is not None and _probe():
+    if caller_gone():
         raise CNIError(
             Code.TRY_AGAIN_LATER,
             f"the caller went away before {where}; nothing was changed by this request",

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 
 import filelock
 
+from cni_calico_py import cancel
 from cni_calico_py.errors import CNIError, Code
 
 from .store import IPAddress, Reservation
@@ -62,8 +63,9 @@ class DiskStore:
             # dominates a burst of ADDs that each hold the lock a few ms; 1 ms
             # burns the CPU the holder needs (measured: 64 ADDs at once take
             # 1.25 s at 5 ms, 1.5 s at 50 ms, 1.7 s at 1 ms).
-            lock.acquire(poll_interval=LOCK_POLL_SECONDS)
+            lock.acquire(poll_interval=LOCK_POLL_SECONDS, cancel_check=cancel.caller_gone)
         except filelock.Timeout:
+            cancel.check("the IPAM store lock was taken")
             raise CNIError(
                 Code.TRY_AGAIN_LATER,
                 f"the IPAM store lock {self.lock_path} is still held by another process after "
@@ -74,6 +76,8 @@ class DiskStore:
             raise CNIError(Code.IO_FAILURE, f"cannot lock the IPAM store {self.lock_path}: "
                            f"{err.strerror or err}", self.lock_path) from None
         try:
+            # A caller gone while this waited must not have its request run now.
+            cancel.check("the IPAM store lock was taken")
             self._remove_stray_temp_files()
             yield
         finally:

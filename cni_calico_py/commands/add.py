@@ -21,8 +21,15 @@ def add(request: Request, netconf: NetConf, raw: dict[str, Any]) -> results.Resu
     host_name = host_veth_for(request, netconf)
     mtu = resolve_mtu(netconf)
     try:
-        with netlink.host_handle() as host, netlink.pod_handle(request.netns) as pod:
-            veth.refuse_existing_pod_interface(pod, request.ifname, request.netns)
+        with netlink.host_handle() as host, netlink.pod_handle(request.netns_path) as pod:
+            # Under the attachment lock, an interface of ours here can only be an
+            # earlier ADD's of this attachment (a retry, or a killed ADD): it is
+            # rebuilt. Anything else of that name is refused before any change.
+            if veth.remove_earlier_pair(host, pod, request.ifname, host_name):
+                log.info("ADD %s: replaced the pair %s/%s of an earlier ADD",
+                         request.container_id, request.ifname, host_name)
+            else:
+                veth.refuse_existing_pod_interface(pod, request.ifname, request.netns)
             return _attach(request, netconf, raw, host, pod, host_name, mtu)
     except netns.NetnsNotFound:
         raise netns_missing(request) from None
@@ -35,9 +42,9 @@ def _attach(
     # Every step pushes its undo; an error anywhere unwinds them in reverse,
     # so a failed ADD leaves no veth, route or reservation behind.
     with ExitStack() as undo:
-        allocated = ipam_client.call("ADD", request, raw, netconf.ipam.type)
-        undo.callback(_undo, "release the address", ipam_client.call, "DEL", request, raw,
-                      netconf.ipam.type)
+        allocated, release = ipam_client.reserve(request, raw, netconf.ipam.type)
+        # Only what this ADD reserved: what the attachment held before is an earlier ADD's.
+        undo.callback(_undo, "release the addresses this ADD reserved", release)
         if allocated is None or not allocated.ips:
             raise CNIError(Code.IPAM_FAILURE, f"IPAM plugin {netconf.ipam.type} returned no address")
         addresses = [ip.address.ip for ip in allocated.ips]
@@ -54,7 +61,7 @@ def _attach(
 
         sysctl.configure_host_veth(host_name, has_v4, has_v6)
         veth.set_up(host, host_index, host_name)
-        with netns.entered(request.netns):
+        with netns.entered(request.netns_path):
             sysctl.configure_pod(
                 request.ifname, has_v6, netconf.container_settings.allow_ip_forwarding
             )

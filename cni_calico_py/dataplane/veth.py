@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CNIError, Code
 from ..results import IPAddress
@@ -23,6 +23,33 @@ def refuse_existing_pod_interface(pod: Rtnl, ifname: str, netns_path: str) -> No
             f"interface {ifname} already exists in {netns_path}",
             "the runtime asked to create an interface the pod already has",
         )
+
+
+def remove_earlier_pair(host: Rtnl, pod: Rtnl, pod_ifname: str, host_name: str) -> bool:
+    """Delete the pair `pod_ifname`/`host_name` if both ends exist and are peers.
+
+    Only such a pair is this attachment's own; returns whether there was one.
+    """
+    pod_index = netlink.link_index(pod, pod_ifname)
+    host_index = netlink.link_index(host, host_name)
+    if pod_index is None or host_index is None:
+        return False
+    if not are_peers(host, host_index, pod, pod_index):
+        return False
+    _delete_link(pod, pod_index, f"{pod_ifname} in the pod")
+    return True
+
+
+def are_peers(host: Rtnl, host_index: int, pod: Rtnl, pod_index: int) -> bool:
+    """Whether the two links are the ends of one veth pair (each names the other as its link)."""
+    host_link, pod_link = host.link(host_index), pod.link(pod_index)
+    return bool(host_link.get("link") == pod_index and pod_link.get("link") == host_index
+                and _kind(host_link) == "veth" and _kind(pod_link) == "veth")
+
+
+def _kind(link: Any) -> str | None:
+    info = link.get("linkinfo")
+    return str(info.get("kind")) if info is not None else None
 
 
 def remove_stale_host_veth(host: Rtnl, name: str) -> None:
