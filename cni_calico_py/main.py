@@ -40,11 +40,17 @@ def _handler_for(program: str) -> Handler:
     return handle
 
 
-def serve(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, dict[str, Any] | None]:
-    """Run one CNI request; returns the exit code and the JSON to print (if any)."""
+def serve(
+    environ: Mapping[str, str], stdin: bytes, program: str, *, netns_root: str = "",
+) -> tuple[int, dict[str, Any] | None]:
+    """Run one CNI request; returns the exit code and the JSON to print (if any).
+
+    `netns_root`: the agent's worker serving a caller of another mount
+    namespace passes "/proc/<caller pid>/root" (never from the request).
+    """
     logs.configure()
     try:
-        request = from_environ(environ, stdin)
+        request = from_environ(environ, stdin, netns_root=netns_root)
         if request.command == "VERSION":
             return 0, versions.version_info()
         return 0, _handler_for(program)(request)
@@ -66,9 +72,11 @@ def serve(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, 
         return 1, internal.to_json(_requested_version(stdin))
 
 
-def serve_text(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, str]:
+def serve_text(
+    environ: Mapping[str, str], stdin: bytes, program: str, *, netns_root: str = "",
+) -> tuple[int, str]:
     """`serve`, with the JSON already rendered as the executable prints it."""
-    code, payload = serve(environ, stdin, program)
+    code, payload = serve(environ, stdin, program, netns_root=netns_root)
     return code, json.dumps(payload) + "\n" if payload is not None else ""
 
 

@@ -102,7 +102,7 @@ def validate_ifname(name: str) -> None:
         raise _invalid_env("CNI_IFNAME", f"{name!r} is not a valid interface name")
 
 
-def from_environ(environ: Mapping[str, str], stdin: bytes) -> Request:
+def from_environ(environ: Mapping[str, str], stdin: bytes, netns_root: str = "") -> Request:
     command = environ.get("CNI_COMMAND", "")
     if command not in VERBS:
         raise _invalid_env("CNI_COMMAND", f"is {command!r}, expected one of {', '.join(VERBS)}")
@@ -129,4 +129,5 @@ def from_environ(environ: Mapping[str, str], stdin: bytes) -> Request:
         args=args,
         path=path,
         stdin=stdin,
+        netns_root=netns_root,
     )
