@@ -151,3 +151,20 @@ def _plugin_error(executable: str, command: str, output: str, stderr: bytes) -> 
             f"IPAM plugin {executable} failed {command} without a CNI error",
             (output or stderr.decode(errors="replace"))[:300],
         )
+
+
+def gc(
+    request: Request, raw: dict[str, Any], ipam_type: str,
+    before_release: Callable[[results.IPAddress, Any], bool],
+) -> None:
+    """IPAM GC; ours asks `before_release(address, reservation)` before freeing each address.
+
+    The callback runs under the store's lock and says whether the address may
+    go. A foreign plugin has no such hook: it gets a plain GC.
+    """
+    if ipam_type != IN_PROCESS_TYPE:
+        call("GC", request, raw, ipam_type)
+        return
+    from ipam.plugin import gc as gc_in_process
+
+    gc_in_process(raw, before_release)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 from cni_calico_py import decoding, logs, results
@@ -15,11 +16,12 @@ from .blackhole import NetlinkBlackholes
 from .disk_store import DiskStore
 from .ranges import IpamConf
 from .requested import Requested, requested_addresses
-from .store import IPAddress
+from .store import IPAddress, Reservation
 
 GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 _CLAIM_ATTEMPTS = 3
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_MAIN_TABLE = 254
 
 
 def validate(raw: dict[str, Any]) -> None:
@@ -51,8 +53,7 @@ def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
         elif request.command == "CHECK":
             pool.check(store, conf, who, _previous_addresses(raw), routes)
         elif request.command == "GC":
-            released = pool.gc(store, conf, valid_attachments(raw), routes)
-            logs.log.info("IPAM GC released %s", released or "nothing")
+            _gc(raw, conf, store, routes, _spare_routed_damaged(routes))
         elif request.command == "STATUS":
             pool.status(store, conf)
         else:
@@ -165,6 +166,70 @@ def valid_attachments(raw: dict[str, Any]) -> set[pool.Attachment]:
                            "non-empty containerID and ifname strings", f"{key}[{index}]")
         kept.add(pool.Attachment(str(fields[0]), str(fields[1])))
     return kept
+
+
+def gc(raw: dict[str, Any], before_release: pool.BeforeRelease) -> list[IPAddress]:
+    """GC in-process: the main plugin, which sees its pods, decides before each address is freed."""
+    conf = ipam_config.parse(raw)
+    store = DiskStore(conf.store_dir, conf.lock_timeout)
+    routes = NetlinkBlackholes()
+    logs.log.info("IPAM GC store=%s", conf.store_dir)
+    try:
+        return _gc(raw, conf, store, routes, before_release)
+    finally:
+        routes.close()
+
+
+def _gc(
+    raw: dict[str, Any], conf: IpamConf, store: DiskStore, routes: NetlinkBlackholes,
+    before_release: pool.BeforeRelease,
+) -> list[IPAddress]:
+    released = pool.gc(store, conf, valid_attachments(raw), routes, before_release)
+    logs.log.info("IPAM GC released %s", ", ".join(map(str, released)) or "nothing")
+    return released
+
+
+def _spare_routed_damaged(routes: NetlinkBlackholes) -> pool.BeforeRelease:
+    """Standalone GC's rule: an unreadable record stays while the node routes its address
+    to a veth. That is some pod's live interface, and whose cannot be told: freed,
+    the address would be handed out again while still routed to that pod."""
+
+    def may_release(address: IPAddress, record: Reservation) -> bool:
+        if not record.damaged:
+            return True
+        try:
+            veths = _veths_routing(routes, address)
+        except OSError as err:
+            logs.log.warning("GC cannot read the node's routes to %s (%s); releasing its "
+                             "unreadable record (%s)", address, err, record.damaged)
+            return True
+        if veths:
+            logs.log.warning("GC keeps %s: its record is unreadable (%s) and the node routes it "
+                             "to %s, a live pod interface; delete that interface, or repair the "
+                             "record, for GC to free the address",
+                             address, record.damaged, ", ".join(veths))
+            return False
+        return True
+
+    return may_release
+
+
+def _veths_routing(routes: NetlinkBlackholes, address: IPAddress) -> list[str]:
+    """The veths the node's main table routes `address` (as a /32 or /128) through."""
+    rtnl = routes.open()
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    names = []
+    for route in rtnl.routes(family, table=_MAIN_TABLE):
+        oif = route.get("oif")
+        if route.get("dst") != str(address) or route["dst_len"] != address.max_prefixlen or not oif:
+            continue
+        if (route.get("table") or _MAIN_TABLE) != _MAIN_TABLE:
+            continue
+        link = rtnl.link(int(oif))
+        info = link.get("linkinfo")
+        if info is not None and info.get("kind") == "veth":
+            names.append(str(link.get("ifname")))
+    return names
 
 
 def _previous_addresses(raw: dict[str, Any]) -> list[results.IPAddress]:

@@ -8,7 +8,7 @@ DEL of its last one cannot leave the route in the wrong state.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
@@ -188,19 +188,37 @@ def release_fresh(
     return mine
 
 
-def gc(store: Store, conf: IpamConf, valid: Collection[Attachment], routes: Blackholes) -> list[IPAddress]:
-    """Release every reservation not in `valid`, going on past failures; one error lists them all."""
+# Asked under the store's lock before GC frees an address: whether it may go.
+# The main plugin removes the host veth and node route behind the address
+# here; False keeps the reservation (the node still routes it to a pod).
+BeforeRelease = Callable[[IPAddress, Reservation], bool]
+
+
+def gc(
+    store: Store, conf: IpamConf, valid: Collection[Attachment], routes: Blackholes,
+    before_release: BeforeRelease | None = None,
+) -> list[IPAddress]:
+    """Release every reservation not in `valid`, going on past failures; one error lists them all.
+
+    `before_release`, when given, is asked first for each: False keeps that
+    reservation; an error keeps it too, and is reported with the rest.
+    """
     failures: list[str] = []
     codes: set[int] = set()
     released: list[IPAddress] = []
     with store.locked():
         held = store.reservations()
-        for address, record in sorted(held.items()):
+        for address, record in sorted(held.items(), key=_address_order):
             if not record.damaged and Attachment(record.container_id, record.ifname) in valid:
                 continue
             try:
+                if before_release is not None and not before_release(address, record):
+                    continue
                 store.release(address)
                 released.append(address)
+            except CNIError as err:
+                failures.append(f"{address}: {err.msg}")
+                codes.add(err.code)
             except OSError as err:
                 failures.append(f"{address}: {err}")
                 codes.add(Code.IO_FAILURE)
@@ -220,6 +238,11 @@ def gc(store: Store, conf: IpamConf, valid: Collection[Attachment], routes: Blac
             "GC",
         )
     return released
+
+
+def _address_order(item: tuple[IPAddress, Reservation]) -> tuple[int, int]:
+    # IPv4 and IPv6 addresses do not compare with each other.
+    return item[0].version, int(item[0])
 
 
 def _reconcile(block: IPNetwork, held: Collection[IPAddress], routes: Blackholes) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CNIError, Code
-from ..results import IPAddress, Route
+from ..results import IPAddress, IPInterface, Route
 from . import netlink
 from .constants import MAIN_TABLE, PROTO_BOOT, SCOPE_LINK, family, host_prefixlen, pod_gateway
 from .rtnl import RouteSpec, Rtnl
@@ -94,3 +94,16 @@ def _name_of(host: Rtnl, index: int) -> str:
         return str(netlink.link_attrs(host, index)["ifname"])
     except Exception:
         return f"ifindex {index}"
+
+
+def addresses_on(handle: Rtnl, index: int) -> list[IPInterface]:
+    """The addresses on interface `index`, each with its prefix length."""
+    from pyroute2.netlink import NLM_F_DUMP
+    from pyroute2.netlink.rtnl import RTM_GETADDR
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+    found = handle.request(ifaddrmsg(), RTM_GETADDR, NLM_F_DUMP)
+    return [
+        ipaddress.ip_interface(f"{a.get('local') or a.get('address')}/{a['prefixlen']}")
+        for a in found if a["index"] == index and (a.get("local") or a.get("address"))
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CNIError, Code
@@ -126,3 +127,63 @@ def set_up(handle: Rtnl, index: int, what: str) -> None:
         handle.set_up(index)
     except OSError as err:
         raise netlink.failure(f"setting {what} up", err) from err
+
+
+@dataclass(frozen=True)
+class LinkFacts:
+    """What a link says of itself: its kind and, for a veth, where its peer is."""
+
+    index: int
+    name: str
+    kind: str  # "" when the kernel names none
+    peer_index: int | None  # IFLA_LINK
+    # IFLA_LINK_NETNSID: the id of the peer's netns, absent when the peer is in this one.
+    peer_netnsid: int | None
+
+
+def link_facts(handle: Rtnl, index: int) -> LinkFacts | None:
+    """None when there is no link `index` (any more)."""
+    try:
+        msg = handle.link(index)
+    except OSError as err:
+        if netlink.is_missing(err):
+            return None
+        raise netlink.failure(f"reading interface {index}", err) from err
+    info = msg.get("linkinfo")
+    peer, netnsid = msg.get("link"), msg.get("link_netnsid")
+    return LinkFacts(
+        index=index, name=str(msg.get("ifname")),
+        kind=str(info.get("kind") or "") if info is not None else "",
+        peer_index=int(peer) if peer is not None else None,
+        peer_netnsid=int(netnsid) if netnsid is not None else None,
+    )
+
+
+def links_routing(host: Rtnl, address: IPAddress) -> list[LinkFacts]:
+    """The interfaces the node routes `address` (as a /32 or /128) through."""
+    found = []
+    for route in routes_to(host, address):
+        oif = route.get("oif")
+        facts = link_facts(host, int(oif)) if oif else None
+        if facts is not None:
+            found.append(facts)
+    return found
+
+
+def netnsid_of(handle: Rtnl, netns_path: str) -> int | None:
+    """The id `handle`'s netns knows the netns at `netns_path` by; None if it has none."""
+    from pyroute2.netlink.rtnl import RTM_GETNSID
+    from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
+
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        msg = nsidmsg()
+        msg["attrs"] = [("NETNSA_FD", fd)]
+        replies = handle.request(msg, RTM_GETNSID)
+    except OSError as err:
+        raise netlink.failure(f"looking up the id of netns {netns_path}", err) from err
+    finally:
+        os.close(fd)
+    nsid = replies[0].get("NETNSA_NSID") if replies else None
+    # Unassigned reads as -1, which the uint32 codec gives as 2**32 - 1.
+    return None if nsid is None or int(nsid) in (-1, 0xFFFFFFFF) else int(nsid)

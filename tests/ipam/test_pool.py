@@ -301,6 +301,53 @@ def test_gc_failures_of_one_kind_keep_their_code(conf, routes):
     assert caught.value.code == Code.IO_FAILURE
 
 
+def test_gc_asks_before_each_release_under_the_lock_and_keeps_what_is_refused(store, conf, routes):
+    for n in range(4):
+        add(store, conf, routes, n)
+    with store.locked():
+        store.reserve(ip("192.168.97.40"), Reservation("", "", damaged="garbage"))
+    asked = []
+
+    def before_release(address, record):
+        asked.append((str(address), record.container_id or record.damaged, store.holding))
+        return str(address) not in ("192.168.97.2", "192.168.97.40")
+
+    released = pool.gc(store, conf, {who(1)}, routes, before_release)
+    assert asked == [("192.168.97.0", "c0", True), ("192.168.97.2", "c2", True),
+                     ("192.168.97.3", "c3", True), ("192.168.97.40", "garbage", True)]
+    assert sorted(map(str, released)) == ["192.168.97.0", "192.168.97.3"]
+    assert sorted(map(str, store.records)) == ["192.168.97.1", "192.168.97.2", "192.168.97.40"]
+    assert routes.routes == {ip_network(V4)}
+
+
+def test_gc_keeps_a_record_whose_cleanup_failed_and_reports_it(store, conf, routes):
+    for n in range(3):
+        add(store, conf, routes, n)
+
+    def before_release(address, record):
+        if record.container_id == "c1":
+            raise CNIError(Code.DATAPLANE_FAILURE, "deleting host interface cali1: Busy")
+        return True
+
+    with pytest.raises(CNIError) as caught:
+        pool.gc(store, conf, set(), routes, before_release)
+    err = caught.value
+    assert err.code == Code.DATAPLANE_FAILURE
+    assert "released 2 stale reservation(s) but 1 step(s) failed" in err.msg
+    assert "192.168.97.1: deleting host interface cali1: Busy" in err.msg
+    assert list(map(str, store.records)) == ["192.168.97.1"]
+    assert routes.routes == {ip_network(V4)}
+
+
+def test_gc_of_both_families(store, routes):
+    conf = make_conf(ranges=[[{"subnet": V4}], [{"subnet": V6}]])
+    add(store, conf, routes, 1)
+    add(store, conf, routes, 2)
+    released = pool.gc(store, conf, {who(2)}, routes)
+    assert list(map(str, released)) == ["192.168.97.0", "fd00:97::"]
+    assert sorted(r.container_id for r in store.records.values()) == ["c2", "c2"]
+
+
 def test_check(store, routes):
     conf = make_conf(ranges=[[{"subnet": V4}], [{"subnet": V6}]])
     add(store, conf, routes, 1)
