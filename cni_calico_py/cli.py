@@ -9,7 +9,7 @@ import sys
 from typing import TextIO
 
 from . import __version__, versions
-from .agent.framing import DEFAULT_SOCKET, SOCKET_ENV
+from .agent.framing import DEFAULT_SOCKET, OFF, SOCKET_ENV, socket_path
 from .errors import Code
 
 DEFAULT_CLUSTER_CONFIG = "/etc/calico-py/node.yaml"
@@ -46,7 +46,8 @@ def _parser(program: str) -> argparse.ArgumentParser:
     agent.add_argument("action", nargs="?", choices=["run", "status"], default="run")
     agent.add_argument(
         "--socket", default=None,
-        help=f"unix socket path (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})",
+        help=f"unix socket path (default: ${SOCKET_ENV} unless it is {OFF!r}, else "
+        f"{DEFAULT_SOCKET})",
     )
     agent.add_argument("--json", action="store_true", help="status as JSON")
     agent.add_argument("--workers", type=int, default=None,
@@ -132,7 +133,11 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
         stdout.write(f"{program} {__version__} (CNI spec {', '.join(versions.SUPPORTED_VERSIONS)})\n")
         return 0
     if options.command == "agent":
-        path = options.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+        # "off" turns the callers' forwarding off; it is never a path.
+        path = options.socket or socket_path(os.environ) or DEFAULT_SOCKET
+        if path == OFF:
+            print(f"calico-py agent: --socket {OFF!r} is not a socket path", file=sys.stderr)
+            return 2
         return _agent(options.action, path, options.json, options.workers, stdout)
     if options.command == "node":
         return _node(options, stdout)

@@ -29,10 +29,13 @@ def run() -> None:
         run_cli()
         return
     from .agent.client import forward
+    from .agent.framing import TRIED_ENV
 
     stdin = sys.stdin.buffer.read()
     program = os.path.basename(sys.argv[0])
-    served = forward(os.environ, stdin, program)
+    # The launcher tried the agent already; the mark is not passed on to delegated plugins.
+    tried = os.environ.pop(TRIED_ENV, "") == "1"
+    served = None if tried else forward(os.environ, stdin, program)
     if served is None:
         from .main import serve_text
 

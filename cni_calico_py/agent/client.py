@@ -5,62 +5,90 @@ interpreter's start. The installed executables do the same in C
 (launcher/launcher.c); this is the path of the Python entry points.
 Protocol: the client sends the request; the agent answers ready or not;
 the client sends the go byte and waits for the result.
-Before the go byte nothing has happened, so a missing, dead or hung agent
-means the client handles the request itself. After it, the agent owns the
-request; only a broken connection (the agent's worker died) sends the client
-back to the in-process path, where every step is safe to repeat.
+
+Never twice, never lost: before the go byte nothing has happened, so any
+failure (no socket, no answer, "not ready", a request too big to forward)
+means the client serves the request itself. Once the go byte is sent the
+agent owns the request, and the client never runs it: if no complete answer
+comes (worker killed, agent stopped, deadline, bad frame) it reports error 11,
+try again later.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 from . import framing
 
 CONNECT_TIMEOUT = 0.5
 READY_TIMEOUT = 2.0
-# An ADD waits for the store lock at most its own bound; this is far above it.
-RESULT_TIMEOUT = 300.0
-
-FORWARDED_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
-
-
-def socket_path(environ: Mapping[str, str]) -> str:
-    return environ.get(framing.SOCKET_ENV) or framing.DEFAULT_SOCKET
+# Bounds, each above the one before it, so the caller always hears how the
+# worker's request ended (an answer, or EOF when the worker dies) before it
+# gives up: lock waits (ipam.lockTimeoutSeconds, at most 120 s; the
+# attachment lock, 120 s) < the worker's deadline (worker.py,
+# REQUEST_DEADLINE_SECONDS, 300 s from accept) < this, from the go byte.
+# launcher.c's RESULT_DEADLINE_MS is the same.
+RESULT_DEADLINE = 330.0
 
 
 def forward(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int, str] | None:
     """(exit code, stdout) from the agent, or None when the caller must serve it."""
-    path = socket_path(environ)
-    if environ.get(framing.SOCKET_ENV) == "off" or not os.path.exists(path):
+    path = framing.socket_path(environ)
+    if path is None or not os.path.exists(path):
         return None
+    request = {
+        "op": "cni",
+        "program": program,
+        "env": {k: environ[k] for k in framing.FORWARDED_ENV if k in environ},
+        # latin-1 maps every byte to one code point: stdin goes through unchanged.
+        "stdin": stdin.decode("latin-1"),
+    }
+    try:
+        frame = framing.encode(request)
+    except framing.FrameError:
+        return None  # more than the agent takes
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(path)
-        request = {
-            "op": "cni",
-            "program": program,
-            "env": {k: environ[k] for k in FORWARDED_ENV if k in environ},
-            # latin-1 maps every byte to one code point: stdin goes through unchanged.
-            "stdin": stdin.decode("latin-1"),
-            "netns": framing.netns_identity(),
-        }
-        framing.send(sock, request)
+        sock.sendall(frame)
         sock.settimeout(READY_TIMEOUT)
         if sock.recv(1) != framing.READY:
+            sock.close()
             return None
         sock.sendall(framing.GO)
-    except (OSError, framing.FrameError, ValueError):
+    except OSError:
         sock.close()
         return None
     try:
-        sock.settimeout(RESULT_TIMEOUT)
-        code, output = framing.receive_result(sock)
+        code, output = framing.receive_result(sock, time.monotonic() + RESULT_DEADLINE)
         return code, output.decode()
-    except (OSError, framing.FrameError, ValueError):
-        return None
+    except framing.FrameError as err:
+        return 1, unanswered(stdin, str(err))
+    except (OSError, UnicodeDecodeError) as err:
+        return 1, unanswered(stdin, f"{type(err).__name__}: {err}")
     finally:
         sock.close()
+
+
+def unanswered(stdin: bytes, what: str) -> str:
+    """Error 11 in the request's cniVersion: the agent took the request and gave no answer."""
+    from ..errors import CNIError, Code
+    from ..versions import LATEST, SUPPORTED_VERSIONS
+
+    try:
+        version = json.loads(stdin).get("cniVersion")
+    except (ValueError, AttributeError):
+        version = None
+    error = CNIError(
+        Code.TRY_AGAIN_LATER,
+        f"the node agent took the request but gave no complete answer ({what}); "
+        "it was not run again here",
+        "the request may have run in part: try again later (the runtime's DEL cleans up "
+        "what it left)",
+    )
+    return json.dumps(error.to_json(version if version in SUPPORTED_VERSIONS else LATEST)) + "\n"

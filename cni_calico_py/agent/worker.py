@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
-from .. import logs
+from .. import cancel, logs
 from . import framing
 
-READ_TIMEOUT = 5.0
-# Far above any request's own bound (an ADD waits for the store lock at most
-# its lockTimeoutSeconds): a request still running then is hung, and the
-# worker is ended by the kernel's default SIGALRM action.
-REQUEST_DEADLINE_SECONDS = 330
+# The whole request frame, from accept: a client trickling bytes holds a
+# worker this long at most. Callers send the frame in one go.
+REQUEST_FRAME_SECONDS = 1.0
+# Between "ready" and the go byte, which callers send at once.
+GO_TIMEOUT = 5.0
+# Above every wait of a request (ipam.lockTimeoutSeconds, at most 120 s; the
+# attachment lock, 120 s): a request still running then is hung, and the
+# worker is ended by the kernel's default SIGALRM action. Its caller sees the
+# connection close (EOF) and reports error 11; callers wait 330 s from the go
+# byte (client.py RESULT_DEADLINE, launcher.c RESULT_DEADLINE_MS), so they
+# always hear the worker's end first.
+REQUEST_DEADLINE_SECONDS = 300
 # A fresh worker now and then bounds whatever a long-lived process accumulates.
 REQUESTS_PER_WORKER = 2000
 # Descriptors a worker may have gained over its life before it is replaced.
@@ -103,42 +112,74 @@ class Worker:
 
     def _serve(self, conn: socket.socket) -> None:
         signal.alarm(REQUEST_DEADLINE_SECONDS)
-        conn.settimeout(READ_TIMEOUT)
-        uid = _peer_uid(conn)
+        pid, uid = _peer(conn)
         if uid not in (0, os.getuid()):
             logs.log.warning("agent: refused a request from uid %d", uid)
             return
-        request = framing.receive(conn)
+        request = framing.receive(conn, time.monotonic() + REQUEST_FRAME_SECONDS)
         if not isinstance(request, dict):
             raise framing.FrameError("request is not a JSON object")
         if request.get("op") == "status":
             socket.send_fds(self.handoff, [b"s"], [conn.fileno()])
             return
         env, stdin, program = _cni_request(request)
-        if request.get("netns") != framing.netns_identity():
+        root = _caller_root(pid)
+        if root is None:
             # Serving it here would change the wrong namespace: let the caller do it.
-            logs.log.info("agent: declined a request from another network namespace")
+            logs.log.info("agent: declined a request from pid %d in another network namespace", pid)
             conn.sendall(framing.NOT_READY)
             return
         conn.sendall(framing.READY)
+        conn.settimeout(GO_TIMEOUT)
         if conn.recv(1) != framing.GO:
             return
+        # The caller now waits for this answer and never runs the request itself.
         started = time.monotonic()
         from ..main import serve_text
 
-        code, out = serve_text(env, stdin, program)
-        framing.send_result(conn, code, out.encode())
+        cancel.watch(_hangup_probe(conn))
+        try:
+            code, out = serve_text(env, stdin, program, netns_root=root)
+        finally:
+            cancel.watch(None)
         millis = (time.monotonic() - started) * 1000
         os.write(self.reports_w, f"{env.get('CNI_COMMAND', '?')} {code} {millis:.2f}\n".encode())
+        framing.send_result(conn, code, out.encode())
 
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _peer_uid(conn: socket.socket) -> int:
-    _pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return int(uid)
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """The connecting process, as the kernel saw it: (pid, uid); pid 0 if not visible here."""
+    pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return int(pid), int(uid)
+
+
+def _caller_root(pid: int) -> str | None:
+    """Where the caller's files are seen from here, if it shares the worker's network namespace.
+
+    The worker asks the kernel rather than trusting the frame. CNI_NETNS is
+    the caller's path, opened beneath /proc/<pid>/root: a caller in a mount
+    namespace of its own sees mounts the agent does not.
+    """
+    if pid <= 0:
+        return None
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    if [theirs.st_dev, theirs.st_ino] != framing.netns_identity():
+        return None
+    return f"/proc/{pid}/root"
+
+
+def _hangup_probe(conn: socket.socket) -> Callable[[], bool]:
+    """True once the caller went away: after the go byte it sends nothing, so any event is that."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLHUP | select.POLLRDHUP | select.POLLERR)
+    return lambda: bool(poller.poll(0))
 
 
 def _cni_request(request: dict[str, Any]) -> tuple[dict[str, str], bytes, str]:
@@ -147,4 +188,6 @@ def _cni_request(request: dict[str, Any]) -> tuple[dict[str, str], bytes, str]:
         raise framing.FrameError("not a CNI request frame")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise framing.FrameError("env must map strings to strings")
-    return env, stdin.encode("latin-1"), program if isinstance(program, str) else "calico-py"
+    # The CNI variables only: nothing else of the frame reaches the handler.
+    cni_env = {k: v for k, v in env.items() if k in framing.FORWARDED_ENV}
+    return cni_env, stdin.encode("latin-1"), program if isinstance(program, str) else "calico-py"
