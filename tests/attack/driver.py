@@ -31,6 +31,7 @@ T = TypeVar("T")
 # The syscall an idle agent worker sleeps in (accept4, or accept), by machine.
 _ACCEPT = {"x86_64": {"288", "43"}, "aarch64": {"242", "202"}}.get(platform.machine(), {"288", "43"})
 TRY_AGAIN = 11
+_inside = threading.local()  # .entered: this thread is in the node's namespace
 
 
 def _enter(path: str) -> None:
@@ -42,9 +43,6 @@ def _enter(path: str) -> None:
     finally:
         os.close(fd)
     _inside.entered = True
-
-
-_inside = threading.local()
 
 
 @dataclass
@@ -71,6 +69,17 @@ class Answer:
             return None
         ips = self.out.get("ips") or []
         return str(ips[0]["address"]).split("/")[0] if ips else None
+
+    def misbehaviour(self, killed_by_us: bool) -> str | None:
+        """Whether this is no CNI answer at all: a death we did not cause, or an error without JSON."""
+        if self.rc < 0 and not (killed_by_us and self.killed):
+            name = signal.Signals(-self.rc).name if -self.rc in signal.valid_signals() else "?"
+            return (f"{self.verb} died of signal {-self.rc} ({name}) that the test did not send, "
+                    f"answering nothing; stderr: {self.err.strip()[-300:]!r}")
+        if self.rc > 0 and self.code is None:
+            return (f"{self.verb} exited {self.rc} without a CNI error on stdout: "
+                    f"{str(self.out)[:200]!r}; stderr: {self.err.strip()[-300:]!r}")
+        return None
 
     def __str__(self) -> str:
         took = f"{self.seconds * 1000:.1f} ms"
@@ -160,6 +169,8 @@ class Plugin:
     cni_path: str
     agent_socket: str | None = None
     stdin: bytes = field(init=False)
+    # Calls the test did not kill that still gave no CNI answer; the tests report and clear it.
+    misbehaved: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.stdin = json.dumps(self.conf).encode()
@@ -179,7 +190,13 @@ class Plugin:
         process = self.start(verb, who)
         answer = process.wait()
         self.threads.live.discard(process)
+        self.judge(who, answer, killed_by_us=False)
         return answer
+
+    def judge(self, who: Attachment, answer: Answer, killed_by_us: bool) -> None:
+        problem = answer.misbehaviour(killed_by_us)
+        if problem:
+            self.misbehaved.append(f"{who}: {problem}")
 
     def delete_until_done(self, who: Attachment, log: RoundLog, attempts: int = 40) -> bool:
         """DEL as a runtime does: again until it answers 0 (after a pause when told to try again)."""
@@ -230,11 +247,13 @@ class AgentWorkers:
         self.size = size
 
     def pids(self) -> set[int]:
+        """The live workers (a killed one stays a child until the agent reaps it)."""
         try:
             with open(f"/proc/{self.agent_pid}/task/{self.agent_pid}/children") as children:
-                return {int(pid) for pid in children.read().split()}
+                listed = {int(pid) for pid in children.read().split()}
         except FileNotFoundError:
             return set()
+        return {pid for pid in listed if _stat_of(pid)[0] not in ("Z", "X", "")}
 
     @staticmethod
     def idle(pid: int) -> bool:
@@ -257,7 +276,7 @@ class AgentWorkers:
             except ProcessLookupError:
                 continue
             try:
-                if _parent_of(pid) == self.agent_pid:
+                if _stat_of(pid)[1] == self.agent_pid:
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                     killed.append(pid)
             except ProcessLookupError:
@@ -282,6 +301,11 @@ class AgentWorkers:
             time.sleep(0.005)
 
 
-def _parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[1])
+def _stat_of(pid: int) -> tuple[str, int]:
+    """A process's state letter and parent pid ("", 0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return "", 0
+    return fields[0], int(fields[1])

@@ -11,7 +11,8 @@ test does what a runtime does: a killed or failed DEL is repeated until it
 answers 0 (code 11 answers too), a killed or failed ADD is followed by DELs
 until one answers 0 (as containerd does) or retried once first. Once the node
 is quiet the invariants are checked; then every pod is deleted and nothing of
-them may remain.
+them may remain. A call the test did not kill must answer as CNI says: exit 0,
+or an error object on stdout (a launcher dying of SIGPIPE breaks that).
 
 Seeded and repeatable: CALICO_PY_ATTACK_SEED (printed on failure) picks the
 verbs, delays and recoveries; CALICO_PY_KILLS sets the kills per mode.
@@ -142,7 +143,8 @@ def _round(h: Harness, plans: list[Plan], log: RoundLog, answers: Counter[str]) 
             found.append(f"{plan.who}: DEL never answered 0")
     h.quiet(found)
     snap = h.snapshot()
-    found += violations(snap, owners) + leftovers(snap)
+    found += violations(snap, owners) + leftovers(snap) + h.plugin.misbehaved
+    h.plugin.misbehaved.clear()
     return landed, found
 
 
@@ -163,6 +165,7 @@ def _attack(h: Harness, plans: list[Plan], log: RoundLog) -> tuple[int, list[tup
             process.kill()
         answer = process.wait()
         h.threads.live.discard(process)
+        h.plugin.judge(plan.who, answer, killed_by_us=h.mode != "worker")
         log.add(f"{plan.who}: {answer}")
         return answer, _recover(h, plan, answer, log)
 

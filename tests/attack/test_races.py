@@ -72,7 +72,8 @@ def test_one_attachment_twice_at_once(racing_node: Harness, pair: tuple[str, str
             found.append(f"{who}: DEL never answered 0")
         h.quiet(found)
         snap = h.snapshot()
-        found += violations(snap, {who.pod: who}) + leftovers(snap)
+        found += violations(snap, {who.pod: who}) + leftovers(snap) + h.plugin.misbehaved
+        h.plugin.misbehaved.clear()
         if found:
             failures.append(f"{log}\n  violations:\n" + "\n".join(f"    - {v}" for v in found)
                             + plugin_log_of(h.plugin_log, found))
