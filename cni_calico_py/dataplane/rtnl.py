@@ -293,7 +293,11 @@ def _link_index(chunk: bytes) -> int:
 
 @contextmanager
 def opened_in(netns_path: str) -> Iterator[Rtnl]:
-    """A socket of the netns at `netns_path`: a netlink socket belongs to where it was made."""
+    """A socket of the netns at `netns_path`: a netlink socket belongs to where it was made.
+
+    The path is checked as every pod netns is (`netns.open_checked`): NetnsNotFound
+    when it is gone, NetnsRefused when it is not a pod's network namespace.
+    """
     with entered(netns_path):
         handle = Rtnl()
     try:
