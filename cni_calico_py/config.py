@@ -3,7 +3,9 @@
 config_models.py says what a config may hold (pydantic); this module hands
 the commands the checked values. The parts that differ from request to
 request (prevResult, runtimeConfig, args) are left out of what is
-remembered, so a node's many pods share one verdict.
+remembered, so a node's many pods share one verdict; prevResult is read
+whole on every request instead, so a malformed one is refused before the
+node is touched.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def parse_netconf(raw: dict[str, Any]) -> NetConf:
         return validate_netconf(stable)
 
     values = verdicts.remembered("netconf", stable, validate)
+    prev_result = raw.get("prevResult")
+    if prev_result:
+        # Never remembered, so checked on every request, before anything changes.
+        from .results import from_json
+
+        from_json(prev_result)
     return NetConf(
         **{k: v for k, v in values.items() if k not in ("ipam", "container_settings")},
         ipam=IpamSection(**values["ipam"]),

@@ -7,8 +7,10 @@ interface `mtu`, `socketPath`, `pciID` and the extra route attributes.
 from __future__ import annotations
 
 import ipaddress
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import versions
 from .errors import CNIError, Code
@@ -16,6 +18,10 @@ from .errors import CNIError, Code
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_T = TypeVar("_T")
+# Interface indexes, MTUs, route priorities, tables and scopes all fit in 32 bits.
+_MAX_NUMBER = 2**32 - 1
 
 _ROUTE_EXTRAS_1_1 = (("mtu", "mtu"), ("advmss", "advmss"), ("priority", "priority"),
                      ("table", "table"), ("scope", "scope"))
@@ -130,60 +136,140 @@ def _route_json(route: Route, newest: bool) -> dict[str, Any]:
 
 
 def from_json(data: Any, what: str = "prevResult") -> Result:
-    """Read a result of any supported version (a chain may hand over an older one)."""
+    """Read a result of any supported version (a chain may hand over an older one).
+
+    Every field is type-checked: a malformed result is error 6 naming the
+    field, never a half-read one.
+    """
     if not isinstance(data, dict):
         raise _bad(what, "must be a JSON object")
     version = data.get("cniVersion")
     if not isinstance(version, str):
         raise _bad(f"{what}.cniVersion", "is missing; expected a version string")
     versions.require_supported(version, f"{what}.cniVersion")
-    try:
-        interfaces = [
-            Interface(
-                name=str(i["name"]),
-                mac=str(i.get("mac", "")),
-                sandbox=str(i.get("sandbox", "")),
-                mtu=_opt_int(i.get("mtu")),
-                socket_path=str(i.get("socketPath", "")),
-                pci_id=str(i.get("pciID", "")),
-            )
-            for i in data.get("interfaces") or []
-        ]
-        ips = [
-            IPConfig(
-                address=ipaddress.ip_interface(ip["address"]),
-                gateway=ipaddress.ip_address(ip["gateway"]) if ip.get("gateway") else None,
-                interface=_opt_int(ip.get("interface")),
-            )
-            for ip in data.get("ips") or []
-        ]
-        routes = [parse_route(r) for r in data.get("routes") or []]
-        raw_dns = data.get("dns") or {}
-        dns = DNS(
-            nameservers=list(raw_dns.get("nameservers") or []),
-            domain=str(raw_dns.get("domain", "")),
-            search=list(raw_dns.get("search") or []),
-            options=list(raw_dns.get("options") or []),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise _bad(what, f"is not a valid CNI result: {err}") from None
+    interfaces = [_interface(_object(item, f"{what}.interfaces[{n}]"), f"{what}.interfaces[{n}]")
+                  for n, item in enumerate(_list(data, "interfaces", what))]
+    ips = [_ip_config(_object(item, f"{what}.ips[{n}]"), f"{what}.ips[{n}]")
+           for n, item in enumerate(_list(data, "ips", what))]
+    routes = [parse_route(item, f"{what}.routes[{n}]")
+              for n, item in enumerate(_list(data, "routes", what))]
+    raw_dns = data.get("dns")
+    dns = DNS() if raw_dns is None else _dns(_object(raw_dns, f"{what}.dns"), f"{what}.dns")
     return Result(interfaces=interfaces, ips=ips, routes=routes, dns=dns)
 
 
-def parse_route(raw: dict[str, Any]) -> Route:
+def parse_route(raw: Any, what: str = "route") -> Route:
+    raw = _object(raw, what)
     return Route(
-        dst=ipaddress.ip_network(raw["dst"], strict=False),
-        gw=ipaddress.ip_address(raw["gw"]) if raw.get("gw") else None,
-        mtu=_opt_int(raw.get("mtu")),
-        advmss=_opt_int(raw.get("advmss")),
-        priority=_opt_int(raw.get("priority")),
-        table=_opt_int(raw.get("table")),
-        scope=_opt_int(raw.get("scope")),
+        dst=_parsed(ipaddress.ip_network, _text(raw, "dst", what, required=True), f"{what}.dst",
+                    "a network in CIDR notation", strict=False),
+        gw=_address(raw, "gw", what),
+        mtu=_number(raw, "mtu", what),
+        advmss=_number(raw, "advmss", what),
+        priority=_number(raw, "priority", what),
+        table=_number(raw, "table", what),
+        scope=_number(raw, "scope", what),
     )
 
 
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _interface(raw: dict[str, Any], what: str) -> Interface:
+    name = _text(raw, "name", what, required=True)
+    if not name:
+        raise _bad(f"{what}.name", "is empty")
+    return Interface(
+        name=name,
+        mac=_text(raw, "mac", what),
+        sandbox=_text(raw, "sandbox", what),
+        mtu=_number(raw, "mtu", what),
+        socket_path=_text(raw, "socketPath", what),
+        pci_id=_text(raw, "pciID", what),
+    )
+
+
+def _ip_config(raw: dict[str, Any], what: str) -> IPConfig:
+    return IPConfig(
+        address=_parsed(ipaddress.ip_interface, _text(raw, "address", what, required=True),
+                        f"{what}.address", "an address with its prefix length, e.g. 10.0.0.5/32"),
+        gateway=_address(raw, "gateway", what),
+        interface=_number(raw, "interface", what),
+    )
+
+
+def _dns(raw: dict[str, Any], what: str) -> DNS:
+    return DNS(
+        nameservers=_texts(raw, "nameservers", what),
+        domain=_text(raw, "domain", what),
+        search=_texts(raw, "search", what),
+        options=_texts(raw, "options", what),
+    )
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(what, f"must be a JSON object, got {_kind(value)}")
+    return value
+
+
+def _list(raw: dict[str, Any], key: str, what: str) -> list[Any]:
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(f"{what}.{key}", f"must be a list, got {_kind(value)}")
+    return value
+
+
+def _text(raw: dict[str, Any], key: str, what: str, required: bool = False) -> str:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise _bad(f"{what}.{key}", "is required")
+        return ""
+    if not isinstance(value, str):
+        raise _bad(f"{what}.{key}", f"must be a string, got {_kind(value)}")
+    return value
+
+
+def _texts(raw: dict[str, Any], key: str, what: str) -> list[str]:
+    items = _list(raw, key, what)
+    for n, item in enumerate(items):
+        if not isinstance(item, str):
+            raise _bad(f"{what}.{key}[{n}]", f"must be a string, got {_kind(item)}")
+    return list(items)
+
+
+def _number(raw: dict[str, Any], key: str, what: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_NUMBER:
+        raise _bad(f"{what}.{key}", f"must be a whole number from 0 to {_MAX_NUMBER}, "
+                   f"got {_kind(value)}")
+    return value
+
+
+def _address(raw: dict[str, Any], key: str, what: str) -> IPAddress | None:
+    text = _text(raw, key, what)
+    return _parsed(ipaddress.ip_address, text, f"{what}.{key}", "an IP address") if text else None
+
+
+def _parsed(parse: Callable[..., _T], text: str, what: str, expected: str, **options: Any) -> _T:
+    try:
+        return parse(text, **options)
+    except ValueError:
+        raise _bad(what, f"must be {expected}, got {text[:80]!r}") from None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return "a number" if isinstance(value, float) or abs(value) > _MAX_NUMBER else str(value)
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
 
 
 def _bad(what: str, rule: str) -> CNIError:
