@@ -26,13 +26,18 @@ import filelock
 
 from cni_calico_py import cancel
 from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.logs import log
 
 from .store import IPAddress, Reservation
 
 LOCK_NAME = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
 TMP_PREFIX = ".tmp-"
+PROBE_PREFIX = ".probe-"
 LOCK_POLL_SECONDS = 0.005
+# STATUS writes this much to prove an ADD could write its record: a record
+# with a netns path as long as Linux allows and a long container ID.
+PROBE_RECORD = Reservation("c" * 1024, "eth0" + "x" * 11, "/" + "n" * 4095, 0.0)
 
 
 class DiskStore:
@@ -92,13 +97,10 @@ class DiskStore:
         return found
 
     def reserve(self, address: IPAddress, reservation: Reservation) -> None:
-        record = {
-            "containerID": reservation.container_id,
-            "ifname": reservation.ifname,
-            "netns": reservation.netns,
-            "created": reservation.created,
-        }
-        self._write(str(address), json.dumps(record) + "\n")
+        try:
+            self._write(str(address), record_text(reservation))
+        except OSError as err:
+            raise self._write_failure(f"cannot write the reservation of {address}", err) from None
 
     def release(self, address: IPAddress) -> None:
         try:
@@ -118,25 +120,57 @@ class DiskStore:
 
     def set_last_reserved(self, range_set: int, address: IPAddress) -> None:
         # Only where the next search starts: losing it in a crash costs nothing,
-        # so it is replaced atomically but not synced to disk.
-        self._write(f"{LAST_RESERVED_PREFIX}{range_set}", str(address), durable=False)
+        # so it is replaced atomically but not synced to disk, and a failed
+        # write (a full disk) only costs the hint.
+        try:
+            self._write(f"{LAST_RESERVED_PREFIX}{range_set}", str(address), durable=False)
+        except OSError as err:
+            log.warning("cannot remember the last reserved address in %s: %s", self.directory,
+                        err.strerror or err)
 
     def unwritable(self) -> str:
+        """Why no reservation can be written now, found by writing one: the largest
+        record a request can make, synced to disk, in the store's own directory."""
         try:
             os.makedirs(self.directory, exist_ok=True)
+            self._probe_write()
+        except OSError as err:
+            return str(self._write_failure("a reservation cannot be written", err))
+        return ""
+
+    def _probe_write(self) -> None:
+        payload = record_text(PROBE_RECORD).encode()
+        try:
             # An unnamed file proves writability without a name a lock holder could
             # mistake for a crashed writer's temp file.
-            fd = os.open(self.directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
-            try:
-                os.write(fd, b"probe")
-            finally:
-                os.close(fd)
+            fd = os.open(self.directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+            name = None
         except OSError as err:
-            if err.errno in (errno.EOPNOTSUPP, errno.EISDIR) and os.access(self.directory, os.W_OK):
-                return ""  # a filesystem without O_TMPFILE
+            if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR):
+                raise
+            # A file system without O_TMPFILE: a named file no record or temp file is called.
+            name = os.path.join(self.directory, f"{PROBE_PREFIX}{os.urandom(4).hex()}")
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            if name is not None:
+                with suppress(OSError):
+                    os.unlink(name)
 
-            return f"the IPAM store {self.directory} is not writable: {err.strerror}"
-        return ""
+    def _write_failure(self, what: str, err: OSError) -> CNIError:
+        """Error 5; a full disk is named as such, since freeing space is the cure."""
+        reason = err.strerror or str(err)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = (f"the IPAM store {self.directory} is full ({reason}): free space on the "
+                      "file system holding it")
+        else:
+            reason = f"the IPAM store {self.directory} is not writable ({reason})"
+        return CNIError(Code.IO_FAILURE, f"{what}: {reason}", self.directory)
 
     def _write(self, name: str, text: str, durable: bool = True) -> None:
         temp = os.path.join(self.directory, f"{TMP_PREFIX}{name}-{os.urandom(4).hex()}")
@@ -169,6 +203,16 @@ class DiskStore:
             if name.startswith(TMP_PREFIX):
                 with suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.directory, name))
+
+
+def record_text(reservation: Reservation) -> str:
+    record = {
+        "containerID": reservation.container_id,
+        "ifname": reservation.ifname,
+        "netns": reservation.netns,
+        "created": reservation.created,
+    }
+    return json.dumps(record) + "\n"
 
 
 def read_record(path: str) -> Reservation | None:
