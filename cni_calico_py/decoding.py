@@ -16,10 +16,23 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 
+# Deeper than any network config needs; deeper nesting is refused before any
+# code that walks the config recursively (validation, hashing, error messages).
+MAX_DEPTH = 64
+
+
+def loads(text: bytes | str) -> Any:
+    """JSON, with nesting too deep for the parser (RecursionError) as a ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def decode_json(stdin: bytes) -> dict[str, Any]:
     """stdin as a JSON object, or error 6."""
     try:
-        data = json.loads(stdin)
+        data = loads(stdin)
     except (ValueError, UnicodeDecodeError) as err:
         raise CNIError(
             Code.DECODING_FAILURE,
@@ -32,7 +45,30 @@ def decode_json(stdin: bytes) -> dict[str, Any]:
             f"network config on stdin must be a JSON object, got {type(data).__name__}",
             "stdin",
         )
+    if too_deep(data, MAX_DEPTH):
+        raise CNIError(
+            Code.DECODING_FAILURE,
+            f"network config on stdin is nested more than {MAX_DEPTH} levels deep",
+            "stdin",
+        )
     return data
+
+
+def too_deep(data: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (walked without recursion)."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def check_version(raw: dict[str, Any], verb: str) -> str:
@@ -72,3 +108,14 @@ def config_error(err: ValidationError, prefix: str = "") -> CNIError:
         "invalid network config: " + "; ".join(problems),
         ", ".join(p.split(":", 1)[0] for p in problems),
     )
+
+
+def path_problem(path: str) -> str:
+    """Why `path` cannot name a file (NUL, text the file system cannot encode), or ""."""
+    if "\0" in path:
+        return "holds a NUL character"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    return ""

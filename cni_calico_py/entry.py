@@ -23,7 +23,7 @@ def _finish(code: int, out: str) -> None:
 
 
 def run() -> None:
-    if not os.environ.get("CNI_COMMAND"):
+    if "CNI_COMMAND" not in os.environ:  # set but empty is a CNI request, and error 4
         from .main import run as run_cli
 
         run_cli()

@@ -1,4 +1,4 @@
-"""Entry point: a CNI invocation when CNI_COMMAND is set, else a command-line tool.
+"""Entry point: a CNI invocation when CNI_COMMAND is present, else a command-line tool.
 
 `main` takes its I/O as arguments so tests and a long-lived agent can run the
 very same function the executable runs.
@@ -24,10 +24,12 @@ Handler = Callable[[Request], "dict[str, Any] | None"]
 def _requested_version(stdin: bytes) -> str:
     """The version to write an error in: the request's if we speak it."""
     try:
-        version = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        data = json.loads(stdin)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return versions.LATEST
-    return version if version in versions.SUPPORTED_VERSIONS else versions.LATEST
+    version = data.get("cniVersion") if isinstance(data, dict) else None
+    return version if isinstance(version, str) and version in versions.SUPPORTED_VERSIONS \
+        else versions.LATEST
 
 
 def _handler_for(program: str) -> Handler:
@@ -81,7 +83,9 @@ def serve_text(
 
 
 def main(environ: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, argv: list[str]) -> int:
-    if not environ.get("CNI_COMMAND"):
+    # Only an absent CNI_COMMAND means the command-line tool: an empty one is a
+    # runtime's mistake, answered with CNI error 4 like any other bad verb.
+    if "CNI_COMMAND" not in environ:
         from .cli import run_cli
 
         return run_cli(argv[1:], os.path.basename(argv[0]) if argv else "calico-py", stdout)

@@ -20,8 +20,8 @@ _REQUIRED_ENV: dict[str, tuple[str, ...]] = {
     "VERSION": (),
 }
 
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_IFNAME_MAX = 15  # IFNAMSIZ - 1
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_IFNAME_MAX = 15  # IFNAMSIZ - 1, in bytes
 
 # CNI_ARGS keys this plugin understands; others need IgnoreUnknown.
 KNOWN_ARGS = frozenset(
@@ -94,12 +94,25 @@ def parse_cni_args(raw: str) -> dict[str, str]:
 
 
 def validate_ifname(name: str) -> None:
+    """The kernel's rules for a new interface's name (dev_valid_name), in bytes."""
     if not name:
         raise _invalid_env("CNI_IFNAME", "is empty")
-    if len(name) > _IFNAME_MAX:
-        raise _invalid_env("CNI_IFNAME", f"is {len(name)} characters, at most {_IFNAME_MAX} allowed")
-    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _invalid_env("CNI_IFNAME", f"{name!r} is not valid UTF-8 text") from None
+    if size > _IFNAME_MAX:
+        raise _invalid_env("CNI_IFNAME", f"{name!r} is {size} bytes in UTF-8, at most {_IFNAME_MAX} "
+                           "allowed")
+    if name in (".", ".."):
         raise _invalid_env("CNI_IFNAME", f"{name!r} is not a valid interface name")
+    if "%" in name:
+        # The kernel reads "%d" as a template and picks the first free number.
+        raise _invalid_env("CNI_IFNAME", f"{name!r} holds '%', which the kernel takes for a name "
+                           "template")
+    if any(c in name for c in "/:") or any(c.isspace() or not c.isprintable() for c in name):
+        raise _invalid_env("CNI_IFNAME", f"{name!r} is not a valid interface name: no '/', ':', "
+                           "spaces or control characters")
 
 
 def from_environ(environ: Mapping[str, str], stdin: bytes, netns_root: str = "") -> Request:
@@ -110,7 +123,7 @@ def from_environ(environ: Mapping[str, str], stdin: bytes, netns_root: str = "")
         if not environ.get(name):
             raise _invalid_env(name, f"is required for {command} and is missing or empty")
     container_id = environ.get("CNI_CONTAINERID", "")
-    if container_id and not _CONTAINER_ID.match(container_id):
+    if container_id and not _CONTAINER_ID.fullmatch(container_id):
         raise _invalid_env(
             "CNI_CONTAINERID",
             f"{container_id!r} must start with a letter or digit and hold only letters, "

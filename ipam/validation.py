@@ -13,24 +13,26 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cni_calico_py import results
 from cni_calico_py.cluster.config import DEFAULT_STATE_FILE
-from cni_calico_py.decoding import field_path
+from cni_calico_py.decoding import field_path, path_problem
 from cni_calico_py.errors import CNIError, Code
 
 from .ranges import IPAddress, IpamConf, IPNetwork, Range, RangeSet
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 10.0
+# Below the agent's worker deadline (300 s), itself below its forwarding deadline (330 s).
+MAX_LOCK_TIMEOUT = 120.0
 # The spec's rule for network names; the name also becomes a directory name.
-_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
 class _Closed(BaseModel):
     # Small fixed objects: a misspelt key (`rangestart`) must not pass silently.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class RangeModel(_Closed):
@@ -47,7 +49,7 @@ class RouteModel(_Closed):
 
 class IpamModel(BaseModel):
     # The section may carry keys meant for other IPAM plugins; ignore them as host-local does.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     type: str = Field(min_length=1)
     subnet: str | None = None
@@ -58,9 +60,17 @@ class IpamModel(BaseModel):
     data_dir: str = Field(default=DEFAULT_DATA_DIR, alias="dataDir", min_length=1)
     routes: list[RouteModel] = Field(default_factory=list)
     lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT, alias="lockTimeoutSeconds",
-                                gt=0, le=600)
+                                gt=0, le=MAX_LOCK_TIMEOUT)
     # Read only when the section names no range: the node daemon's blocks.
     node_state_file: str = Field(default=DEFAULT_STATE_FILE, alias="nodeStateFile", min_length=1)
+
+    @field_validator("data_dir", "node_state_file")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        problem = path_problem(value) or ("" if value.startswith("/") else "must be an absolute path")
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class _Problems:
@@ -88,7 +98,7 @@ def parse_static(raw: dict[str, Any]) -> IpamConf:
     """
     problems = _Problems()
     name = raw.get("name")
-    if not isinstance(name, str) or not _NETWORK_NAME.match(name):
+    if not isinstance(name, str) or not _NETWORK_NAME.fullmatch(name):
         problems.add("name", "must start with a letter or digit and hold only letters, digits, "
                      f"'_', '.' and '-' (it names the store directory); got {json.dumps(name)}")
     section = raw.get("ipam")
@@ -104,8 +114,10 @@ def parse_static(raw: dict[str, Any]) -> IpamConf:
                 message += f" (got {json.dumps(item.get('input'), default=str)[:80]})"
             problems.add(field_path("ipam", item["loc"]), message)
         raise problems.error() from None
-    cluster = not (model.subnet or model.range_start or model.range_end or model.gateway
-                   or model.ranges)
+    # Cluster mode only when no range is given at all: `"subnet": ""` is a
+    # mistake to name, not a request for the node daemon's blocks.
+    given = (model.subnet, model.range_start, model.range_end, model.gateway)
+    cluster = all(value is None for value in given) and not model.ranges
     range_sets = () if cluster else _range_sets(model, problems)
     routes = tuple(_route(r, i, problems) for i, r in enumerate(model.routes))
     if problems.items:
@@ -127,7 +139,7 @@ def _range_sets(model: IpamModel, problems: _Problems) -> tuple[RangeSet, ...]:
         top = RangeModel(subnet=model.subnet, range_start=model.range_start,
                          range_end=model.range_end, gateway=model.gateway)
         raw_sets.append(("ipam", [(top, "ipam")]))
-    elif model.range_start or model.range_end or model.gateway:
+    elif model.range_start is not None or model.range_end is not None or model.gateway is not None:
         problems.add("ipam.subnet", "is required when ipam.rangeStart, rangeEnd or gateway is set")
     for i, models in enumerate(model.ranges):
         if not models:

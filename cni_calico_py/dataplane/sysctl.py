@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+
+from ..errors import CNIError, Code
 
 PROC_SYS = "/proc/sys"
 
@@ -13,8 +16,17 @@ def path_of(*parts: str) -> str:
 
 
 def write(value: str | int, *parts: str) -> None:
-    with open(path_of(*parts), "w", encoding="ascii") as out:
-        out.write(str(value))
+    """Set one sysctl, or error 5 naming its path and the kernel's reason."""
+    path = path_of(*parts)
+    try:
+        with open(path, "w", encoding="ascii") as out:
+            out.write(str(value))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno == errno.ENOENT:
+            reason += " (the interface or the protocol is missing in this network namespace)"
+        raise CNIError(Code.IO_FAILURE, f"cannot set sysctl {path} to {value}: {reason}",
+                       path) from None
 
 
 def read(*parts: str) -> str:
