@@ -129,7 +129,7 @@ def _exec(executable: str, request: Request, raw: dict[str, Any]) -> results.Res
         return None
     try:
         return results.from_json(json.loads(output), f"result of IPAM plugin {executable}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CNIError(
             Code.IPAM_FAILURE,
             f"IPAM plugin {executable} printed something that is not a JSON result",
@@ -145,7 +145,7 @@ def _plugin_error(executable: str, command: str, output: str, stderr: bytes) -> 
             f"IPAM plugin {os.path.basename(executable)}: {payload.get('msg', '')}",
             str(payload.get("details", "")),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
         return CNIError(
             Code.IPAM_FAILURE,
             f"IPAM plugin {executable} failed {command} without a CNI error",

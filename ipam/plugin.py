@@ -139,7 +139,7 @@ def _configure_logging(raw: dict[str, Any]) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        f"invalid network config: log_level must be one of "
                        f"{', '.join(_LOG_LEVELS)}, got {level!r}", "log_level")
-    if path is not None and (not isinstance(path, str) or not path):
+    if path is not None and (not isinstance(path, str) or not path or decoding.path_problem(path)):
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        "invalid network config: log_file_path must be a file path", "log_file_path")
     logs.configure(level.lower(), path)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cni_calico_py import __version__
 from cni_calico_py.versions import SUPPORTED_VERSIONS
 
 ADD_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "proto1", "CNI_NETNS": "/var/run/netns/none",
@@ -158,7 +159,7 @@ def test_logs_go_to_the_configured_file(plugin_exe, tmp_path):
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["--help"], "usage:"), (["--version"], "0.1.0"), ([], "container runtime"),
+    (["--help"], "usage:"), (["--version"], __version__), ([], "container runtime"),
 ])
 def test_cli_without_cni_command(plugin_exe, args, expect):
     proc = subprocess.run([plugin_exe, *args], capture_output=True, text=True, timeout=30,
