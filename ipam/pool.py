@@ -116,7 +116,7 @@ def _require_free(want: Requested, range_set: RangeSet, held: dict[IPAddress, Re
     if holder is None:
         return
     if holder.damaged:
-        whom = f"an unreadable record ({holder.damaged}); GC releases it"
+        whom = f"an unreadable record ({holder.damaged}); GC releases it once no pod is routed to it"
     else:
         whom = f"container {holder.container_id} ifname {holder.ifname}"
     raise CNIError(Code.ADDRESS_CONFLICT, f"requested address {want} is already reserved "
