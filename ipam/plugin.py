@@ -83,7 +83,7 @@ def release_fresh(request: Request, raw: dict[str, Any], addresses: list[IPAddre
     routes = NetlinkBlackholes()
     try:
         who = pool.Attachment(request.container_id, request.ifname)
-        released = pool.release_fresh(store, conf, who, addresses, routes)
+        released = pool.release(store, conf, who, routes, only=addresses)
         logs.log.info("IPAM undo of ADD %s released %s", who, released or "nothing")
     finally:
         routes.close()

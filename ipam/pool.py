@@ -155,30 +155,19 @@ def _held_by(held: dict[IPAddress, Reservation], who: Attachment) -> list[IPAddr
     return [a for a, r in held.items() if r.belongs_to(who.container_id, who.ifname)]
 
 
-def release(store: Store, conf: IpamConf, who: Attachment, routes: Blackholes) -> list[IPAddress]:
-    """Free what `who` holds; nothing held is success too (DEL may be repeated)."""
-    with store.locked():
-        held = store.reservations()
-        mine = _held_by(held, who)
-        for address in mine:
-            store.release(address)
-            del held[address]
-        for block in dict.fromkeys(b for b in map(conf.block_of, mine) if b is not None):
-            if not any(a in block for a in held):
-                routes.remove(block)
-    return mine
-
-
-def release_fresh(
-    store: Store, conf: IpamConf, who: Attachment, addresses: Collection[IPAddress], routes: Blackholes,
+def release(
+    store: Store, conf: IpamConf, who: Attachment, routes: Blackholes,
+    only: Collection[IPAddress] | None = None,
 ) -> list[IPAddress]:
-    """Undo of one ADD: free those of `addresses` that `who` still holds, and nothing else.
+    """Free what `who` holds (of `only`, when given); nothing held is success too.
 
-    What the attachment held before that ADD stays: it belongs to an earlier one.
+    DEL frees all of it and may be repeated. The undo of one ADD passes the
+    addresses that ADD reserved: what the attachment held before that ADD
+    belongs to an earlier one and stays.
     """
     with store.locked():
         held = store.reservations()
-        mine = [a for a in _held_by(held, who) if a in addresses]
+        mine = [a for a in _held_by(held, who) if only is None or a in only]
         for address in mine:
             store.release(address)
             del held[address]

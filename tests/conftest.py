@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from tests.netns import Node, make_node, running_agent
 
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
+REPO = Path(__file__).resolve().parents[1]
+PROGRAMS = ("calico-py", "calico-py-ipam")
 
 
 def _bin_dir() -> Path:
@@ -71,3 +74,37 @@ def node(request: pytest.FixtureRequest, root: None, plugin_exe: str, tmp_path: 
         else:
             with running_agent(made, plugin_exe, str(tmp_path / "agent.sock")):
                 yield made
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DESTDIR root of `make build` + `make install DESTDIR=<tmp>`, once per session.
+
+    The build goes to temporary directories, never dist/ or build/.
+    CALICO_PY_INSTALLED names a DESTDIR (or a CNI bin dir) installed before.
+    """
+    given = os.environ.get("CALICO_PY_INSTALLED")
+    if given:
+        return Path(given)
+    if shutil.which("make") is None:
+        pytest.fail("make is not installed: apt-get install make")
+    if subprocess.run([sys.executable, "-c", "import PyInstaller"], capture_output=True).returncode:
+        pytest.fail(f"PyInstaller is not installed in {sys.executable}: pip install -e '.[build]'")
+    base = tmp_path_factory.mktemp("build")
+    destdir = base / "root"
+    proc = subprocess.run(
+        ["make", "-C", str(REPO), "build", "install", f"DIST={base / 'dist'}",
+         f"BUILD={base / 'build'}", f"DESTDIR={destdir}", f"PYTHON={sys.executable}"],
+        capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"make build install failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return destdir
+
+
+@pytest.fixture(scope="session")
+def installed_bin(installed: Path) -> Path:
+    for candidate in (installed / "opt" / "cni" / "bin", installed):
+        if all((candidate / p).exists() for p in PROGRAMS):
+            return candidate
+    pytest.fail(f"calico-py and calico-py-ipam are not installed under {installed}")

@@ -1,8 +1,8 @@
 """Fixtures for the real-client tests: the installed executables and the clients.
 
-Every test here uses what `make install` installs: the session builds with
-`make build` and installs with `make install DESTDIR=<tmp>`, unless
-CALICO_PY_INSTALLED names a DESTDIR (or a CNI bin dir) installed before.
+Every test here uses what `make install` installs: the session's `installed`
+fixture (tests/conftest.py) builds with `make build` and installs with
+`make install DESTDIR=<tmp>`, unless CALICO_PY_INSTALLED names one.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import PROGRAMS
 
 from .containerd import Containerd
 from .cri.client import CRIClient, compile_proto
@@ -30,43 +31,14 @@ from .helpers import (
 )
 from .images import busybox_rootfs, docker_archive
 
-REPO = Path(__file__).resolve().parents[2]
 GO_CLIENT = Path(__file__).with_name("go") / "libcni-client"
 LIBCNI_SOURCE = Path("/usr/share/gocode/src/github.com/containernetworking/cni/libcni")
 LOOPBACK = Path("/usr/lib/cni/loopback")
-PROGRAMS = ("calico-py", "calico-py-ipam")
 SANDBOX_IMAGE = "localhost/calico-py-e2e/sandbox:1"
 
 # Test-only blocks: nothing on these machines routes 10.253.64.0/24.
 CRI_BLOCK = "10.253.64.0/26"
 CRI_NETWORK = "calico-py-cri"
-
-
-@pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The DESTDIR root the executables are installed under."""
-    given = os.environ.get("CALICO_PY_INSTALLED")
-    if given:
-        return Path(given)
-    require("make", "make")
-    if subprocess.run([sys.executable, "-c", "import PyInstaller"], capture_output=True).returncode:
-        pytest.fail(f"PyInstaller is not installed in {sys.executable}: pip install -e '.[build]'")
-    destdir = tmp_path_factory.mktemp("destdir")
-    for target in (["build"], ["install", f"DESTDIR={destdir}"]):
-        proc = subprocess.run(["make", "-C", str(REPO), *target, f"PYTHON={sys.executable}"],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            pytest.fail(f"make {' '.join(target)} failed:\n{proc.stdout[-3000:]}\n"
-                        f"{proc.stderr[-3000:]}")
-    return destdir
-
-
-@pytest.fixture(scope="session")
-def installed_bin(installed: Path) -> Path:
-    for candidate in (installed / "opt" / "cni" / "bin", installed):
-        if all((candidate / p).exists() for p in PROGRAMS):
-            return candidate
-    pytest.fail(f"calico-py and calico-py-ipam are not installed under {installed}")
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,22 @@ def test_add_again_returns_the_same_address_without_a_new_record(store, conf, ro
     assert routes.routes == {ip_network(V4)}
 
 
+def test_add_says_which_addresses_it_reserved_itself(store, conf, routes):
+    (first,) = pool.add(store, conf, who(1), "/ns", [], routes)
+    (again,) = pool.add(store, conf, who(1), "/ns", [], routes)
+    assert first.fresh and not again.fresh and again.address == first.address
+
+
+def test_undo_of_a_retry_keeps_what_an_earlier_add_reserved(store, conf, routes):
+    (first,) = pool.add(store, conf, who(1), "/ns", [], routes)
+    (retry,) = pool.add(store, conf, who(1), "/ns", [], routes)
+    fresh = [a.address for a in [retry] if a.fresh]
+    assert pool.release(store, conf, who(1), routes, only=fresh) == []
+    assert first.address in store.records and routes.routes == {ip_network(V4)}
+    assert pool.release(store, conf, who(1), routes, only=[first.address]) == [first.address]
+    assert store.records == {} and routes.routes == set()
+
+
 def test_retried_add_records_the_new_netns(store, conf, routes):
     add(store, conf, routes, 1, netns="/old")
     add(store, conf, routes, 1, netns="/new")
