@@ -43,8 +43,10 @@ def forward(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int
     request = {
         "op": "cni",
         "program": program,
-        "env": {k: environ[k] for k in framing.FORWARDED_ENV if k in environ},
-        # latin-1 maps every byte to one code point: stdin goes through unchanged.
+        # latin-1 maps every byte to one code point: the environment's bytes (as
+        # the launcher sends them too) and stdin go through unchanged.
+        "env": {k: os.fsencode(environ[k]).decode("latin-1")
+                for k in framing.FORWARDED_ENV if k in environ},
         "stdin": stdin.decode("latin-1"),
     }
     try:

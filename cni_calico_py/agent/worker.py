@@ -189,5 +189,12 @@ def _cni_request(request: dict[str, Any]) -> tuple[dict[str, str], bytes, str]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise framing.FrameError("env must map strings to strings")
     # The CNI variables only: nothing else of the frame reaches the handler.
-    cni_env = {k: v for k, v in env.items() if k in framing.FORWARDED_ENV}
-    return cni_env, stdin.encode("latin-1"), program if isinstance(program, str) else "calico-py"
+    try:
+        # Values are bytes, one code point each (latin-1): read them back as this
+        # process would read its own environment, so both paths see one request.
+        cni_env = {k: os.fsdecode(v.encode("latin-1"))
+                   for k, v in env.items() if k in framing.FORWARDED_ENV}
+        data = stdin.encode("latin-1")
+    except UnicodeEncodeError:
+        raise framing.FrameError("env and stdin must hold bytes as latin-1 code points") from None
+    return cni_env, data, program if isinstance(program, str) else "calico-py"

@@ -10,6 +10,7 @@ from tests.integration.test_agent import (  # noqa: F401 - collected here with t
     test_agent_serves_add_check_del,
     test_bad_clients_do_not_hurt_the_agent,
     test_dead_or_hung_agent_never_fails_a_pod,
+    test_environment_bytes_reach_the_worker_as_the_cold_path_reads_them,
     test_killing_the_agent_mid_burst_loses_nothing,
     test_trickling_clients_do_not_stall_requests,
 )

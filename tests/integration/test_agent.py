@@ -37,6 +37,21 @@ def pod_for(node: Node, plugin_exe: str, cni_path: str, tmp_path, cid: str) -> P
                netns=node.add_pod(), container_id=cid)
 
 
+def test_environment_bytes_reach_the_worker_as_the_cold_path_reads_them(
+        bare_node, plugin_exe, cni_path, tmp_path):
+    """Non-ASCII in CNI_* (here a 15-character, 16-byte ifname) means the same either way."""
+    pod = pod_for(bare_node, plugin_exe, cni_path, tmp_path, "bytes1")
+    pod.ifname = "aaaaaaaaaaaaaa\u00e9"
+    cold = pod.call("ADD")
+    sock = str(tmp_path / "agent.sock")
+    with running_agent(bare_node, plugin_exe, sock):
+        served = pod.call("ADD")
+        state = agent_status(plugin_exe, sock)
+    assert state is not None and state["served"] == {"ADD": 1}
+    assert cold[1]["code"] == 4 and "16 bytes" in cold[1]["msg"], (cold, plugin_exe)
+    assert served[:2] == cold[:2], (served, cold, plugin_exe)
+
+
 def test_agent_serves_add_check_del(bare_node, plugin_exe, cni_path, tmp_path):
     sock = str(tmp_path / "agent.sock")
     with running_agent(bare_node, plugin_exe, sock):
