@@ -11,7 +11,8 @@ node.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from .errors import CNIError, Code
 
@@ -37,3 +38,14 @@ def check(where: str) -> None:
             f"the caller went away before {where}; nothing was changed by this request",
             "the runtime's retry or DEL finds the state this request left",
         )
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Run the body to its end even if the caller goes: an undo must not stop half way."""
+    global _probe
+    saved, _probe = _probe, None
+    try:
+        yield
+    finally:
+        _probe = saved

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from .. import ipam_client, results
+from .. import cancel, ipam_client, results
 from ..config import NetConf
 from ..dataplane import addressing, netlink, netns, sysctl, veth
 from ..dataplane.constants import HOST_VETH_MAC
@@ -80,7 +80,8 @@ def _attach(
 def _undo(step: str, func: Callable[..., Any], *args: Any) -> None:
     """Run one undo step; its own failure is logged, never hides the original error."""
     try:
-        func(*args)
+        with cancel.suspended():
+            func(*args)
     except Exception as err:
         log.error("rollback step %r failed: %s", step, err)
 
