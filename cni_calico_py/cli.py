@@ -8,9 +8,10 @@ import os
 import sys
 from typing import TextIO
 
-from . import __version__, versions
+from . import __version__
 from .agent.framing import DEFAULT_SOCKET, OFF, SOCKET_ENV, socket_path
-from .errors import Code
+from .core import versions
+from .core.errors import Code
 
 DEFAULT_CLUSTER_CONFIG = "/etc/calico-py/node.yaml"
 
@@ -69,12 +70,12 @@ def _parser(program: str) -> argparse.ArgumentParser:
 
 
 def _node(options: argparse.Namespace, stdout: TextIO) -> int:
-    from . import logs
     from .cluster import autodetect, config, daemon, status
     from .cluster.bird import BirdError
     from .cluster.datastore import Datastore, DatastoreUnavailable, PoolExhausted
     from .cluster.overlay import OverlayError
-    from .errors import CNIError
+    from .core import logs
+    from .core.errors import CNIError
 
     logs.configure("info" if options.action == "run" else "warning")
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import verdicts
+from .core import verdicts
 
 DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
 # IFNAMSIZ leaves 15 characters; the hash takes 11 of them.
@@ -73,7 +73,7 @@ def parse_netconf(raw: dict[str, Any]) -> NetConf:
     prev_result = raw.get("prevResult")
     if prev_result:
         # Never remembered, so checked on every request, before anything changes.
-        from .results import from_json
+        from .core.results import from_json
 
         from_json(prev_result)
     return NetConf(

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .config import DEFAULT_MTU_FILE, MAX_VETH_PREFIX, STABLE_FIELDS
-from .decoding import config_error, path_problem
+from .core.decoding import config_error, path_problem
 
 # The host veth's name starts with it: characters any interface name may hold.
 _VETH_PREFIX = re.compile(r"[A-Za-z0-9_.\-]+")

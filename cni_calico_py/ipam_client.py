@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from . import results
-from .errors import CNIError, Code
-from .request import Request
+from .core import results
+from .core.errors import CNIError, Code
+from .core.request import Request
 
 IN_PROCESS_TYPE = "calico-py-ipam"
 # An IPAM plugin that neither answers nor exits within this bound is an error.

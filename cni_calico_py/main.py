@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, TextIO
 
-from . import logs, versions
-from .errors import CNIError, Code
-from .request import Request, from_environ
+from .core import logs, versions
+from .core.errors import CNIError, Code
+from .core.request import Request, from_environ
 
 IPAM_PROGRAM = "calico-py-ipam"
 

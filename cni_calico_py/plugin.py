@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import config, decoding, logs, results
-from .request import Request
+from . import config
+from .core import decoding, logs, results
+from .core.request import Request
 
 
 def handle(request: Request) -> dict[str, Any] | None:

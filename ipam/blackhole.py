@@ -14,11 +14,11 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cni_calico_py.errors import CNIError, Code
-from cni_calico_py.results import IPNetwork
+from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.results import IPNetwork
 
 if TYPE_CHECKING:
-    from cni_calico_py.dataplane.rtnl import Rtnl
+    from cni_calico_py.core.rtnl import Rtnl
 
 # rtnetlink protocol number marking routes made by calico-py (not named in
 # /etc/iproute2/rt_protos, so `ip route` prints it as "proto 98").
@@ -45,7 +45,7 @@ class NetlinkBlackholes:
     def open(self) -> Rtnl:
         """Pay the import and socket cost now, e.g. before taking a lock."""
         if self._rtnl is None:
-            from cni_calico_py.dataplane.rtnl import Rtnl
+            from cni_calico_py.core.rtnl import Rtnl
 
             # Strict checking lets the kernel filter dumps by protocol and type,
             # so the usual check reads this plugin's few blackholes, not a
@@ -95,7 +95,7 @@ class NetlinkBlackholes:
         ]
 
     def _change(self, verb: str, block: IPNetwork) -> None:
-        from cni_calico_py.dataplane.rtnl import RouteSpec
+        from cni_calico_py.core.rtnl import RouteSpec
 
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         route = RouteSpec(family, str(block.network_address), block.prefixlen,

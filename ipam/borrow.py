@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from cni_calico_py.cluster import node_state
 from cni_calico_py.cluster.blocks import IPv4Network
-from cni_calico_py.errors import CNIError, Code
-from cni_calico_py.logs import log
+from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.logs import log
 
 from .ranges import IPNetwork
 

@@ -24,9 +24,9 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 
 import filelock
 
-from cni_calico_py import cancel
-from cni_calico_py.errors import CNIError, Code
-from cni_calico_py.logs import log
+from cni_calico_py.core import cancel
+from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.logs import log
 
 from .store import IPAddress, Reservation
 

@@ -6,9 +6,9 @@ import ipaddress
 import socket
 from typing import Any
 
-from cni_calico_py import decoding, logs, results
-from cni_calico_py.errors import CNIError, Code
-from cni_calico_py.request import Request
+from cni_calico_py.core import decoding, logs, results
+from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.request import Request
 
 from . import borrow, pool
 from . import config as ipam_config

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core.errors import CNIError, Code
 
 from .allocator import candidates
 from .blackhole import Blackholes

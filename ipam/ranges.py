@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from cni_calico_py import results
+from cni_calico_py.core import results
 
 from .allocator import Span
 

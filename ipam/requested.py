@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core.errors import CNIError, Code
 
 from .store import IPAddress
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from cni_calico_py.errors import CNIError
+from cni_calico_py.core.errors import CNIError
 
 from . import config as ipam_config
 from .disk_store import read_record, record_paths

@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cni_calico_py import results
 from cni_calico_py.cluster.config import DEFAULT_STATE_FILE
-from cni_calico_py.decoding import field_path, path_problem
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core import results
+from cni_calico_py.core.decoding import field_path, path_problem
+from cni_calico_py.core.errors import CNIError, Code
 
 from .ranges import IPAddress, IpamConf, IPNetwork, Range, RangeSet
 

@@ -79,8 +79,8 @@ def forward(environ: Mapping[str, str], stdin: bytes, program: str) -> tuple[int
 
 def unanswered(stdin: bytes, what: str) -> str:
     """Error 11 in the request's cniVersion: the agent took the request and gave no answer."""
-    from ..errors import CNIError, Code
-    from ..versions import LATEST, SUPPORTED_VERSIONS
+    from ..core.errors import CNIError, Code
+    from ..core.versions import LATEST, SUPPORTED_VERSIONS
 
     try:
         version = json.loads(stdin).get("cniVersion")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .. import logs, versions
+from ..core import logs, versions
 from ..dataplane.netns import CLONE_NEWNET, entered
 
 # TEST-NET-2 style benchmark range: never routed, and only ever inside the rehearsal's namespaces.

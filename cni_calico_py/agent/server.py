@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import logs, versions
+from ..core import logs, versions
 from . import framing
 from .stats import Stats
 from .worker import Worker

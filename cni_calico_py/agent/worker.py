@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import cancel, logs
+from ..core import cancel, logs
 from . import framing
 
 # The whole request frame, from accept: a client trickling bytes holds a

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..decoding import config_error
-from ..errors import CNIError, Code
+from ..core.decoding import config_error
+from ..core.errors import CNIError, Code
 
 DEFAULT_PATH = "/etc/calico-py/node.yaml"
 DEFAULT_STATE_FILE = "/var/lib/calico-py/node-state.json"

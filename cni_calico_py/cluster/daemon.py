@@ -21,8 +21,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ..errors import CNIError
-from ..logs import log
+from ..core.errors import CNIError
+from ..core.logs import log
 from . import bird, node_state, overlay, peers
 from .blocks import IPv4Network, home_first, vtep_mac
 from .config import ClusterConfig

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..logs import log
+from ..core.logs import log
 from .blocks import IPv4Network, block_count, block_from_key, block_key, claim_order
 
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 
-from ..errors import CNIError, Code
+from ..core.errors import CNIError, Code
 from .blocks import IPv4Network
 
 FORMAT = 1

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ipam.blackhole import ROUTE_PROTO
 
+from ..core.logs import log
 from ..dataplane.netlink import iproute_class
-from ..logs import log
 from . import peers
 from .blocks import IPv4Network
 from .datastore import NodeRecord

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import attachment_lock, ipam_client
+from .. import ipam_client
 from ..config import NetConf
-from ..request import Request
-from ..results import Result
+from ..core import attachment_lock
+from ..core.request import Request
+from ..core.results import Result
 
 # The verbs that touch one attachment; each runs alone on it (attachment_lock.py).
 ATTACHMENT_VERBS = ("ADD", "DEL", "CHECK")

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from .. import cancel, ipam_client, results
+from .. import ipam_client
 from ..config import NetConf
+from ..core import cancel, results
+from ..core.constants import HOST_VETH_MAC
+from ..core.errors import CNIError, Code
+from ..core.logs import log
+from ..core.request import Request
 from ..dataplane import addressing, netlink, netns, sysctl, veth
-from ..dataplane.constants import HOST_VETH_MAC
-from ..errors import CNIError, Code
-from ..logs import log
-from ..request import Request
 from .common import host_veth_for, netns_missing, resolve_mtu
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import ipam_client, results
+from .. import ipam_client
 from ..config import NetConf
+from ..core import results
+from ..core.constants import pod_gateway
+from ..core.errors import CNIError, Code
+from ..core.request import Request
 from ..dataplane import addressing, inspect, netlink, netns
-from ..dataplane.constants import pod_gateway
-from ..errors import CNIError, Code
-from ..request import Request
 from .common import host_veth_for, netns_missing, resolve_mtu
 
 

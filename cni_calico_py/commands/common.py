@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..config import NetConf
-from ..dataplane.constants import DEFAULT_MTU
+from ..core.constants import DEFAULT_MTU
+from ..core.errors import CNIError, Code
+from ..core.logs import log
+from ..core.request import Request
 from ..dataplane.naming import host_veth_name
-from ..errors import CNIError, Code
-from ..logs import log
-from ..request import Request
 
 
 def host_veth_for(request: Request, netconf: NetConf) -> str:

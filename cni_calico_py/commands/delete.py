@@ -6,9 +6,9 @@ from typing import Any
 
 from .. import ipam_client
 from ..config import NetConf
+from ..core.logs import log
+from ..core.request import Request
 from ..dataplane import netlink, netns, veth
-from ..logs import log
-from ..request import Request
 from .common import host_veth_for
 
 

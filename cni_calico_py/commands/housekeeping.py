@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ipam_client
 from ..config import NetConf
+from ..core.logs import log
+from ..core.request import Request
+from ..core.results import IPAddress
 from ..dataplane import netlink, veth
-from ..logs import log
-from ..request import Request
-from ..results import IPAddress
 
 if TYPE_CHECKING:
     from ipam.store import Reservation
 
-    from ..dataplane.rtnl import Rtnl
+    from ..core.rtnl import Rtnl
 
 
 def gc(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:

@@ -6,11 +6,11 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import CNIError, Code
-from ..results import IPAddress, IPInterface, Route
+from ..core.constants import MAIN_TABLE, PROTO_BOOT, SCOPE_LINK, family, host_prefixlen, pod_gateway
+from ..core.errors import CNIError, Code
+from ..core.results import IPAddress, IPInterface, Route
+from ..core.rtnl import RouteSpec, Rtnl
 from . import netlink
-from .constants import MAIN_TABLE, PROTO_BOOT, SCOPE_LINK, family, host_prefixlen, pod_gateway
-from .rtnl import RouteSpec, Rtnl
 
 
 def pod_routes(addresses: Sequence[IPAddress], custom: Sequence[Route]) -> list[Route]:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import Interface, IPAddress, Route
+from ..core.constants import HOST_VETH_MAC, MAIN_TABLE, SCOPE_LINK, family, host_prefixlen, pod_gateway
+from ..core.results import Interface, IPAddress, Route
+from ..core.rtnl import Rtnl
 from . import netlink, sysctl
 from .addressing import addresses_on, routes_to
-from .constants import HOST_VETH_MAC, MAIN_TABLE, SCOPE_LINK, family, host_prefixlen, pod_gateway
-from .rtnl import Rtnl
 from .veth import LinkFacts, link_facts, netnsid_of
 
 # The node's own netns, as seen from this process (CHECK runs in it).

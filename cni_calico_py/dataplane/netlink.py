@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CNIError, Code
-from .pyroute2_loader import load_pyroute2
-from .rtnl import IFF_UP, Rtnl, opened_in
+from ..core.errors import CNIError, Code
+from ..core.pyroute2_loader import load_pyroute2
+from ..core.rtnl import IFF_UP, Rtnl
+from .netns import entered
 
 if TYPE_CHECKING:
     from pyroute2.iproute.linux import IPRoute
@@ -55,13 +56,21 @@ def host_handle() -> Iterator[Rtnl]:
         yield handle
 
 
-def pod_handle(netns_path: str) -> AbstractContextManager[Rtnl]:
-    """A handle bound to the pod's netns; raises NetnsNotFound if it is gone.
+@contextmanager
+def pod_handle(netns_path: str) -> Iterator[Rtnl]:
+    """A handle bound to the pod's netns: a netlink socket belongs to where it was made.
 
     The socket is opened inside the pod's netns (pyroute2's own `netns=`
-    forks a helper to do that, ~10 ms against ~1 ms here).
+    forks a helper to do that, ~10 ms against ~1 ms here). The path is
+    checked as every pod netns is (`netns.open_checked`): NetnsNotFound when
+    it is gone, NetnsRefused when it is not a pod's network namespace.
     """
-    return opened_in(netns_path)
+    with entered(netns_path):
+        handle = Rtnl()
+    try:
+        yield handle
+    finally:
+        handle.close()
 
 
 def link_index(handle: Rtnl, ifname: str) -> int | None:

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import CNIError, Code
+from ..core.errors import CNIError, Code
 
 CLONE_NEWNET = 0x40000000
 # ioctl(2) on a namespace file: which kind of namespace it is (linux/nsfs.h).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ..errors import CNIError, Code
+from ..core.errors import CNIError, Code
 
 PROC_SYS = "/proc/sys"
 

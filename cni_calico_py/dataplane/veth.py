@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CNIError, Code
-from ..results import IPAddress
+from ..core.constants import HOST_VETH_MAC
+from ..core.errors import CNIError, Code
+from ..core.results import IPAddress
 from . import netlink
 from .addressing import routes_to
-from .constants import HOST_VETH_MAC
 
 if TYPE_CHECKING:
-    from .rtnl import Rtnl
+    from ..core.rtnl import Rtnl
 
 
 def refuse_existing_pod_interface(pod: Rtnl, ifname: str, netns_path: str) -> None:

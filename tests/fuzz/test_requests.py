@@ -38,11 +38,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from cni_calico_py import logs, main
+from cni_calico_py import main
+from cni_calico_py.core import logs
+from cni_calico_py.core.errors import Code
+from cni_calico_py.core.rtnl import NLM_F_DUMP, RTM_GETLINK, Rtnl, ifinfmsg
+from cni_calico_py.core.versions import SUPPORTED_VERSIONS
 from cni_calico_py.dataplane import netns
-from cni_calico_py.dataplane.rtnl import NLM_F_DUMP, RTM_GETLINK, Rtnl, ifinfmsg
-from cni_calico_py.errors import Code
-from cni_calico_py.versions import SUPPORTED_VERSIONS
 from tests.cni_calls import BLOCK_V4
 from tests.netns import Node, make_node
 

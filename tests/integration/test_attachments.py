@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cni_calico_py import attachment_lock
+from cni_calico_py.core import attachment_lock
 from tests.cni_calls import Pod, netconf
 from tests.netns import Node, ip_json, sh
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from cni_calico_py.versions import SUPPORTED_VERSIONS
+from cni_calico_py.core.versions import SUPPORTED_VERSIONS
 from tests.cni_calls import BLOCK_V4, Pod, netconf
 from tests.netns import Node, ip_json, run_cni, sh
 

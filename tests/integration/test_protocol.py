@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cni_calico_py import __version__
-from cni_calico_py.versions import SUPPORTED_VERSIONS
+from cni_calico_py.core.versions import SUPPORTED_VERSIONS
 
 ADD_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "proto1", "CNI_NETNS": "/var/run/netns/none",
            "CNI_IFNAME": "eth0"}

@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
+from cni_calico_py.core.rtnl import NetlinkError, RouteSpec, Rtnl
+from cni_calico_py.dataplane.netlink import pod_handle
 from cni_calico_py.dataplane.netns import entered
-from cni_calico_py.dataplane.rtnl import NetlinkError, RouteSpec, Rtnl, opened_in
 from tests.netns import add_netns, del_netns, ip_json, sh, unique_name
 
 pytestmark = pytest.mark.netns
@@ -30,7 +31,7 @@ def netns(root):
 
 def test_links_addresses_and_errors(netns):
     name, path = netns
-    with opened_in(path) as rtnl:
+    with pod_handle(path) as rtnl:
         assert rtnl.link_index("lo") == 1
         assert rtnl.link_index("nosuchlink") is None
         rtnl.add_veth("rt0", 1400, peer={"ifname": "rt1", "address": "ee:ee:ee:ee:ee:ee", "mtu": 1400})
@@ -57,14 +58,14 @@ def test_a_dump_longer_than_one_datagram(netns):
     sh("ip", "link", "set", "rt0", "up", netns=name)
     batch = "".join(f"route add 10.{i // 250}.{i % 250}.0/24 dev rt0\n" for i in range(3000))
     subprocess.run(["ip", "-n", name, "-batch", "-"], input=batch, text=True, check=True)
-    with opened_in(path) as rtnl:
+    with pod_handle(path) as rtnl:
         dests = {r.get("dst") for r in rtnl.routes(socket.AF_INET, table=254)}
     assert len({d for d in dests if d and d.startswith("10.")}) == 3000
 
 
 def test_strict_dumps_are_filtered_by_the_kernel(netns):
     name, path = netns
-    with opened_in(path) as rtnl:
+    with pod_handle(path) as rtnl:
         for block in ("10.8.0.0", "10.8.0.64"):
             rtnl.change_route("add", RouteSpec(socket.AF_INET, block, 26, proto=PROTO_OURS,
                                                kind=BLACKHOLE))
@@ -73,7 +74,7 @@ def test_strict_dumps_are_filtered_by_the_kernel(netns):
                                                kind=BLACKHOLE))
         assert twice.value.code == errno.EEXIST
     sh("ip", "route", "add", "blackhole", "10.7.0.0/26", netns=name)  # proto boot: not ours
-    with opened_in(path) as plain:  # without strict checking the kernel ignores the filter
+    with pod_handle(path) as plain:  # without strict checking the kernel ignores the filter
         assert "10.7.0.0" in {r.get("dst") for r in plain.routes(
             socket.AF_INET, proto=PROTO_OURS, type=BLACKHOLE)}
     with entered(path):
@@ -88,7 +89,7 @@ def test_strict_dumps_are_filtered_by_the_kernel(netns):
 
 def test_a_refusal_carries_the_kernels_reason(netns):
     _, path = netns
-    with opened_in(path) as rtnl:
+    with pod_handle(path) as rtnl:
         lo = rtnl.link_index("lo")
         with pytest.raises(NetlinkError) as refused:
             rtnl.change_route("add", RouteSpec(socket.AF_INET, "10.6.0.0", 24, oif=lo,

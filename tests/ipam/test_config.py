@@ -3,8 +3,8 @@ import ipaddress
 import pytest
 
 from cni_calico_py.cluster import node_state
-from cni_calico_py.decoding import field_path
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core.decoding import field_path
+from cni_calico_py.core.errors import CNIError, Code
 from ipam import config
 
 V4 = "192.168.97.0/26"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core.errors import CNIError, Code
 from ipam import config, pool
 from ipam.disk_store import DiskStore, read_record, record_paths
 from ipam.store import Reservation

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.netns
 
 SCRIPT = textwrap.dedent("""
     import json, sys
-    from cni_calico_py.errors import CNIError
-    from cni_calico_py.request import Request
+    from cni_calico_py.core.errors import CNIError
+    from cni_calico_py.core.request import Request
     from ipam.plugin import execute
 
     raw = json.loads(sys.argv[1])
@@ -51,8 +51,8 @@ def test_execute_in_process(node, tmp_path):
 
 
 def test_handle_rejects_bad_input_before_touching_the_store(tmp_path):
-    from cni_calico_py.errors import CNIError
-    from cni_calico_py.request import Request
+    from cni_calico_py.core.errors import CNIError
+    from cni_calico_py.core.request import Request
     from ipam.plugin import handle
 
     for stdin, code in [(b"{", 6), (json.dumps({"name": "n"}).encode(), 7),

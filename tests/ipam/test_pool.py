@@ -5,7 +5,7 @@ from ipaddress import ip_network
 
 import pytest
 
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core.errors import CNIError, Code
 from ipam import config, pool
 from ipam.requested import Requested
 from ipam.store import MemoryStore, Reservation

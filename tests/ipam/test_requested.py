@@ -2,7 +2,7 @@ from ipaddress import ip_address as ip
 
 import pytest
 
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core.errors import CNIError, Code
 from ipam.requested import requested_addresses
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cni_calico_py import attachment_lock, versions
 from cni_calico_py.agent import client, framing, worker
 from cni_calico_py.agent.stats import Stats, percentiles
 from cni_calico_py.cli import run_cli
+from cni_calico_py.core import attachment_lock, versions
 from ipam import validation as ipam_validation
 
 

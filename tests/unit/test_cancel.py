@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cni_calico_py import cancel
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core import cancel
+from cni_calico_py.core.errors import CNIError, Code
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from cni_calico_py.cluster.blocks import (
     home_first,
     vtep_mac,
 )
-from cni_calico_py.errors import CNIError
+from cni_calico_py.core.errors import CNIError
 
 BASE = {"etcd_endpoints": ["http://10.99.0.1:23790"], "pool": "192.168.0.0/16", "nodename": "n1"}
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from cni_calico_py import config, main, results
+from cni_calico_py import config, main
+from cni_calico_py.core import results
+from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.request import from_environ
 from cni_calico_py.dataplane import netns, sysctl
-from cni_calico_py.errors import CNIError, Code
-from cni_calico_py.request import from_environ
 from ipam.validation import parse_static
 
 ADD_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "hostile", "CNI_NETNS": "/var/run/netns/x",

@@ -6,7 +6,7 @@ from cni_calico_py import main
 
 
 def test_unexpected_exception_becomes_internal_error(monkeypatch, tmp_path):
-    monkeypatch.setattr("cni_calico_py.logs.FALLBACK_LOG_DIR", str(tmp_path))
+    monkeypatch.setattr("cni_calico_py.core.logs.FALLBACK_LOG_DIR", str(tmp_path))
 
     def explode(_request):
         raise RuntimeError("boom")

@@ -1,7 +1,7 @@
 import pytest
 
-from cni_calico_py.errors import CNIError, Code
-from cni_calico_py.request import from_environ, parse_cni_args
+from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.request import from_environ, parse_cni_args
 
 BASE = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0"}
 

@@ -2,8 +2,8 @@ import ipaddress
 
 import pytest
 
-from cni_calico_py import results
-from cni_calico_py.errors import CNIError, Code
+from cni_calico_py.core import results
+from cni_calico_py.core.errors import CNIError, Code
 
 
 def sample() -> results.Result:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from cni_calico_py import verdicts
+from cni_calico_py.core import verdicts
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from . import __version__
+from .. import __version__
 from .logs import log
 
 DIRECTORY_ENV = "CALICO_PY_VERDICTS"

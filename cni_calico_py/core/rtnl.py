@@ -15,11 +15,9 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-from .netns import entered
 from .pyroute2_loader import load_pyroute2
 
 load_pyroute2()
@@ -289,18 +287,3 @@ def _decoder(message_class: Any) -> Decoder:
 
 def _link_index(chunk: bytes) -> int:
     return int(_IFINFO_INDEX.unpack_from(chunk, _HEADER.size)[2])
-
-
-@contextmanager
-def opened_in(netns_path: str) -> Iterator[Rtnl]:
-    """A socket of the netns at `netns_path`: a netlink socket belongs to where it was made.
-
-    The path is checked as every pod netns is (`netns.open_checked`): NetnsNotFound
-    when it is gone, NetnsRefused when it is not a pod's network namespace.
-    """
-    with entered(netns_path):
-        handle = Rtnl()
-    try:
-        yield handle
-    finally:
-        handle.close()
