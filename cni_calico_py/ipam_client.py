@@ -14,10 +14,11 @@ from dataclasses import replace
 from typing import Any
 
 from .core import results
+from .core.constants import IPAM_PLUGIN_NAME
 from .core.errors import CNIError, Code
 from .core.request import Request
 
-IN_PROCESS_TYPE = "calico-py-ipam"
+IN_PROCESS_TYPE = IPAM_PLUGIN_NAME
 # An IPAM plugin that neither answers nor exits within this bound is an error.
 EXEC_TIMEOUT_SECONDS = 120
 

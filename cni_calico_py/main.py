@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, TextIO
 
 from .core import logs, versions
+from .core.constants import IPAM_PLUGIN_NAME
 from .core.errors import CNIError, Code
 from .core.request import Request, from_environ
 
-IPAM_PROGRAM = "calico-py-ipam"
+IPAM_PROGRAM = IPAM_PLUGIN_NAME
 
 Handler = Callable[[Request], "dict[str, Any] | None"]
 

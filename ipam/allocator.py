@@ -7,11 +7,10 @@ container restarting elsewhere must not find its old address reused at once).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from cni_calico_py.core.results import IPAddress
 
 
 class Span(NamedTuple):

@@ -13,8 +13,7 @@ from cni_calico_py.cluster import node_state
 from cni_calico_py.cluster.blocks import IPv4Network
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.logs import log
-
-from .ranges import IPNetwork
+from cni_calico_py.core.results import IPNetwork
 
 
 def claim_block(state_path: str, seen: Sequence[IPNetwork], exhausted: CNIError) -> None:

@@ -24,15 +24,16 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 
 import filelock
 
-from cni_calico_py.core import cancel
+from cni_calico_py.core import cancel, files
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.logs import log
+from cni_calico_py.core.results import IPAddress
 
-from .store import IPAddress, Reservation
+from .store import Reservation
 
 LOCK_NAME = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = files.TEMP_PREFIX
 PROBE_PREFIX = ".probe-"
 LOCK_POLL_SECONDS = 0.005
 # STATUS writes this much to prove an ADD could write its record: a record
@@ -173,28 +174,10 @@ class DiskStore:
         return CNIError(Code.IO_FAILURE, f"{what}: {reason}", self.directory)
 
     def _write(self, name: str, text: str, durable: bool = True) -> None:
-        temp = os.path.join(self.directory, f"{TMP_PREFIX}{name}-{os.urandom(4).hex()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text)
-                if durable:
-                    file.flush()
-                    os.fsync(file.fileno())
-            os.replace(temp, os.path.join(self.directory, name))
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp)
-            raise
-        if durable:
-            self._sync_directory()
+        files.replace(os.path.join(self.directory, name), text, durable=durable)
 
     def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        files.sync_directory(self.directory)
 
     def _remove_stray_temp_files(self) -> None:
         # Writers only write while holding the lock, so any temp file seen by

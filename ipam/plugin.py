@@ -7,8 +7,10 @@ import socket
 from typing import Any
 
 from cni_calico_py.core import decoding, logs, results
+from cni_calico_py.core.constants import MAIN_TABLE
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.request import Request
+from cni_calico_py.core.results import IPAddress
 
 from . import borrow, pool
 from . import config as ipam_config
@@ -16,12 +18,11 @@ from .blackhole import NetlinkBlackholes
 from .disk_store import DiskStore
 from .ranges import IpamConf
 from .requested import Requested, requested_addresses
-from .store import IPAddress, Reservation
+from .store import Reservation
 
 GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 _CLAIM_ATTEMPTS = 3
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_MAIN_TABLE = 254
 
 
 def validate(raw: dict[str, Any]) -> None:
@@ -219,11 +220,11 @@ def _veths_routing(routes: NetlinkBlackholes, address: IPAddress) -> list[str]:
     rtnl = routes.open()
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     names = []
-    for route in rtnl.routes(family, table=_MAIN_TABLE):
+    for route in rtnl.routes(family, table=MAIN_TABLE):
         oif = route.get("oif")
         if route.get("dst") != str(address) or route["dst_len"] != address.max_prefixlen or not oif:
             continue
-        if (route.get("table") or _MAIN_TABLE) != _MAIN_TABLE:
+        if (route.get("table") or MAIN_TABLE) != MAIN_TABLE:
             continue
         link = rtnl.link(int(oif))
         info = link.get("linkinfo")

@@ -13,12 +13,13 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.results import IPAddress, IPNetwork
 
 from .allocator import candidates
 from .blackhole import Blackholes
-from .ranges import IpamConf, IPNetwork, Range, RangeSet
+from .ranges import IpamConf, Range, RangeSet
 from .requested import Requested
-from .store import IPAddress, Reservation, Store
+from .store import Reservation, Store
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,16 @@ from cni_calico_py.core import results
 
 from .allocator import Span
 
-IPAddress = results.IPAddress
-IPNetwork = results.IPNetwork
-
 
 @dataclass(frozen=True)
 class Range:
-    subnet: IPNetwork
-    first: IPAddress
-    last: IPAddress
-    gateway: IPAddress | None
+    subnet: results.IPNetwork
+    first: results.IPAddress
+    last: results.IPAddress
+    gateway: results.IPAddress | None
     path: str
 
-    def __contains__(self, address: IPAddress) -> bool:
+    def __contains__(self, address: results.IPAddress) -> bool:
         return (address.version == self.first.version
                 and int(self.first) <= int(address) <= int(self.last))
 
@@ -41,10 +38,10 @@ class RangeSet:
     index: int
     ranges: tuple[Range, ...]
 
-    def find(self, address: IPAddress) -> Range | None:
+    def find(self, address: results.IPAddress) -> Range | None:
         return next((r for r in self.ranges if address in r), None)
 
-    def is_gateway(self, address: IPAddress) -> bool:
+    def is_gateway(self, address: results.IPAddress) -> bool:
         return any(r.gateway == address for r in self.ranges)
 
     @property
@@ -76,15 +73,15 @@ class IpamConf:
         return os.path.join(self.data_dir, self.network)
 
     @property
-    def blocks(self) -> tuple[IPNetwork, ...]:
-        seen: dict[IPNetwork, None] = {}
+    def blocks(self) -> tuple[results.IPNetwork, ...]:
+        seen: dict[results.IPNetwork, None] = {}
         for range_set in self.range_sets:
             for r in range_set.ranges:
                 seen[r.subnet] = None
         return tuple(seen)
 
-    def range_set_of(self, address: IPAddress) -> RangeSet | None:
+    def range_set_of(self, address: results.IPAddress) -> RangeSet | None:
         return next((s for s in self.range_sets if s.find(address) is not None), None)
 
-    def block_of(self, address: IPAddress) -> IPNetwork | None:
+    def block_of(self, address: results.IPAddress) -> results.IPNetwork | None:
         return next((b for b in self.blocks if address in b), None)

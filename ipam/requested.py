@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni_calico_py.core.errors import CNIError, Code
-
-from .store import IPAddress
+from cni_calico_py.core.results import IPAddress
 
 
 @dataclass(frozen=True)

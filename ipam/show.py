@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from cni_calico_py.core.constants import IPAM_PLUGIN_NAME
 from cni_calico_py.core.errors import CNIError
 
 from . import config as ipam_config
@@ -19,7 +20,7 @@ from .disk_store import read_record, record_paths
 from .pool import used
 from .ranges import IpamConf
 
-IPAM_TYPE = "calico-py-ipam"
+IPAM_TYPE = IPAM_PLUGIN_NAME
 
 
 class ShowError(Exception):

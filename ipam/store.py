@@ -6,13 +6,12 @@ no locking of its own, so one read-modify-write sees one consistent state.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from cni_calico_py.core.results import IPAddress
 
 
 @dataclass(frozen=True)

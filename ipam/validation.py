@@ -19,8 +19,9 @@ from cni_calico_py.cluster.config import DEFAULT_STATE_FILE
 from cni_calico_py.core import results
 from cni_calico_py.core.decoding import field_path, path_problem
 from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.results import IPAddress, IPNetwork
 
-from .ranges import IPAddress, IpamConf, IPNetwork, Range, RangeSet
+from .ranges import IpamConf, Range, RangeSet
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 10.0

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..core import logs, versions
+from ..core.constants import IPAM_PLUGIN_NAME
 from ..dataplane.netns import CLONE_NEWNET, entered
 
 # TEST-NET-2 style benchmark range: never routed, and only ever inside the rehearsal's namespaces.
@@ -68,7 +69,7 @@ def rehearse() -> None:
             conf: dict[str, Any] = {
                 "cniVersion": versions.LATEST, "name": "rehearsal", "type": "calico-py",
                 "mtu_file_path": os.path.join(scratch, "mtu"),
-                "ipam": {"type": "calico-py-ipam", "subnet": _BLOCK, "dataDir": scratch},
+                "ipam": {"type": IPAM_PLUGIN_NAME, "subnet": _BLOCK, "dataDir": scratch},
             }
             for verb in ("ADD", "CHECK", "DEL"):
                 env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": "rehearsal", "CNI_NETNS": pod,

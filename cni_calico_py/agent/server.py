@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core import logs, versions
+from ..core.constants import IPAM_PLUGIN_NAME
 from . import framing
 from .stats import Stats
 from .worker import Worker
@@ -43,7 +44,7 @@ def warm_up() -> None:
 
     sample = {
         "cniVersion": versions.LATEST, "name": "warm-up", "type": "calico-py",
-        "ipam": {"type": "calico-py-ipam", "subnet": "10.0.0.0/26"},
+        "ipam": {"type": IPAM_PLUGIN_NAME, "subnet": "10.0.0.0/26"},
     }
     config.parse_netconf(sample)
     config_models.validate_netconf(sample)

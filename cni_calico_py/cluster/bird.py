@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..core import files
 from .datastore import NodeRecord
 
 PEER_PREFIX = "peer_"
@@ -238,17 +239,7 @@ class Bird:
 
     def _write(self, text: str) -> None:
         """Atomically, so a BIRD (re)reading the file never sees half of it."""
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".bird.conf.")
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.conf_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        files.replace(self.conf_path, text)
 
     def _install(self, text: str) -> None:
         """Write `text` only if BIRD parses it: a running BIRD keeps its config otherwise."""

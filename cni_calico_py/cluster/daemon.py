@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from ..core import files
 from ..core.errors import CNIError
 from ..core.logs import log
 from . import bird, node_state, overlay, peers
@@ -213,10 +214,7 @@ def _write_if_changed(path: str, text: str) -> None:
     except OSError:
         pass
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temp = f"{path}.tmp"
-    with open(temp, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temp, path)
+    files.replace(path, text)
     log.info("pod MTU %s written to %s", text.strip(), path)
 
 

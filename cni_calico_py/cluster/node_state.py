@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
+from ..core import files
 from ..core.errors import CNIError, Code
 from .blocks import IPv4Network
 
@@ -66,20 +67,8 @@ def read(path: str) -> NodeState | None:
 
 def write(path: str, state: NodeState) -> None:
     """Replace the file whole: a reader sees the old state or the new one."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(4).hex()}")
-    try:
-        with open(temp, "w", encoding="utf-8") as file:
-            json.dump({"format": FORMAT, **asdict(state)}, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temp)
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    files.replace(path, json.dumps({"format": FORMAT, **asdict(state)}, indent=2) + "\n")
 
 
 @contextmanager

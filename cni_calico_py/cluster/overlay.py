@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ipam.blackhole import ROUTE_PROTO
 
+from ..core.constants import MAIN_TABLE
 from ..core.logs import log
 from ..dataplane.netlink import iproute_class
 from . import peers
@@ -31,7 +32,6 @@ VXLAN_PORT = 4789
 _RTNH_F_ONLINK = 4
 _NTF_SELF = 2
 _NUD_PERMANENT = 0x80
-_MAIN_TABLE = 254
 
 
 class OverlayError(Exception):
@@ -144,7 +144,7 @@ class Overlay:
         wanted = {r.dst: r for r in routes}
         for route in self.ipr.route("dump", family=socket.AF_INET):
             dst = _dst(route)
-            if (route["proto"] == ROUTE_PROTO and route.get("gateway") and route["table"] == _MAIN_TABLE
+            if (route["proto"] == ROUTE_PROTO and route.get("gateway") and route["table"] == MAIN_TABLE
                     and dst is not None and dst.subnet_of(pool) and dst not in wanted):
                 self._quietly("route", "del", dst=str(dst), gateway=route.get("gateway"),
                               proto=ROUTE_PROTO)

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from .constants import MAIN_TABLE
 from .pyroute2_loader import load_pyroute2
 
 load_pyroute2()
@@ -235,7 +236,7 @@ class RouteSpec:
     def __init__(
         self, family: int, dst: str, dst_len: int, *, oif: int | None = None,
         gateway: str | None = None, proto: int, scope: int = 0, kind: int = RTN_UNICAST,
-        table: int = 254,
+        table: int = MAIN_TABLE,
     ) -> None:
         self.family, self.dst, self.dst_len = family, dst, dst_len
         self.oif, self.gateway, self.proto = oif, gateway, proto

@@ -18,10 +18,10 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any
 
 from .. import __version__
+from . import files
 from .logs import log
 
 DIRECTORY_ENV = "CALICO_PY_VERDICTS"
@@ -59,16 +59,12 @@ def _trusted(directory: str) -> bool:
 
 
 def _remember(directory: str, path: str, values: Values) -> None:
-    temp = f"{path}.{os.urandom(4).hex()}"
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if not _trusted(directory):
             return
-        with open(temp, "w", encoding="utf-8") as file:
-            json.dump(values, file)
-        os.replace(temp, path)
+        # Only a shortcut: a crash may lose it, never tear it.
+        files.replace(path, json.dumps(values), durable=False)
     except OSError as err:
         # Only a lost shortcut: the next process validates again.
         log.debug("cannot remember a validated config in %s: %s", directory, err)
-        with suppress(OSError):
-            os.unlink(temp)
