@@ -14,16 +14,13 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cni_calico_py.core.constants import MAIN_TABLE, ROUTE_PROTO
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.results import IPNetwork
 
 if TYPE_CHECKING:
     from cni_calico_py.core.rtnl import Rtnl
 
-# rtnetlink protocol number marking routes made by calico-py (not named in
-# /etc/iproute2/rt_protos, so `ip route` prints it as "proto 98").
-ROUTE_PROTO = 98
-_MAIN_TABLE = 254
 _RTN_BLACKHOLE = 6
 _ESRCH = 3
 
@@ -85,13 +82,13 @@ class NetlinkBlackholes:
         rtnl = self.open()
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         try:
-            dump = rtnl.routes(family, table=_MAIN_TABLE, **kernel_filter)
+            dump = rtnl.routes(family, table=MAIN_TABLE, **kernel_filter)
         except OSError as err:
             raise _failure("read the node's routes", block, err) from None
         return [
             r for r in dump
             if r.get("dst") == str(block.network_address) and r["dst_len"] == block.prefixlen
-            and r["table"] == _MAIN_TABLE
+            and r["table"] == MAIN_TABLE
         ]
 
     def _change(self, verb: str, block: IPNetwork) -> None:
@@ -99,7 +96,7 @@ class NetlinkBlackholes:
 
         family = socket.AF_INET if block.version == 4 else socket.AF_INET6
         route = RouteSpec(family, str(block.network_address), block.prefixlen,
-                          proto=ROUTE_PROTO, kind=_RTN_BLACKHOLE, table=_MAIN_TABLE)
+                          proto=ROUTE_PROTO, kind=_RTN_BLACKHOLE, table=MAIN_TABLE)
         try:
             self.open().change_route(verb, route)
         except OSError as err:

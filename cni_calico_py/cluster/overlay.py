@@ -14,9 +14,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ipam.blackhole import ROUTE_PROTO
-
-from ..core.constants import MAIN_TABLE
+from ..core.constants import MAIN_TABLE, ROUTE_PROTO
 from ..core.logs import log
 from ..dataplane.netlink import iproute_class
 from . import peers

@@ -33,3 +33,9 @@ def family(version: int) -> int:
 
 def host_prefixlen(version: int) -> int:
     return 32 if version == 4 else 128
+
+
+# The rtnetlink protocol number of the routes calico-py makes: the IPAM's
+# blackhole route for a block, the node daemon's routes to other nodes' blocks
+# (not named in /etc/iproute2/rt_protos, so `ip route` prints "proto 98").
+ROUTE_PROTO = 98
