@@ -1,4 +1,4 @@
-"""What the allocation logic needs from storage, and a dict-backed store for tests.
+"""What the allocation logic needs from storage (tests/ipam/fake_store.py has a dict-backed one).
 
 Every call except `locked` assumes the caller holds the lock: the store does
 no locking of its own, so one read-modify-write sees one consistent state.
@@ -6,8 +6,7 @@ no locking of its own, so one read-modify-write sees one consistent state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,52 +46,3 @@ class Store(Protocol):
 
     def unwritable(self) -> str:
         """Why nothing can be reserved right now, or "" when the store is writable."""
-
-
-class MemoryStore:
-    """The Store protocol over dicts, for unit tests of the allocation logic."""
-
-    def __init__(self) -> None:
-        self.records: dict[IPAddress, Reservation] = {}
-        self.last: dict[int, IPAddress] = {}
-        self.holding = False
-        self.read_only = ""
-
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        assert not self.holding, "lock taken twice"
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-
-    def locked(self) -> AbstractContextManager[None]:
-        return self._lock()
-
-    def reservations(self) -> dict[IPAddress, Reservation]:
-        self._require_lock()
-        return dict(self.records)
-
-    def reserve(self, address: IPAddress, reservation: Reservation) -> None:
-        self._require_lock()
-        if self.read_only:
-            raise OSError(self.read_only)
-        self.records[address] = reservation
-
-    def release(self, address: IPAddress) -> None:
-        self._require_lock()
-        self.records.pop(address, None)
-
-    def last_reserved(self, range_set: int) -> IPAddress | None:
-        return self.last.get(range_set)
-
-    def set_last_reserved(self, range_set: int, address: IPAddress) -> None:
-        self._require_lock()
-        self.last[range_set] = address
-
-    def unwritable(self) -> str:
-        return self.read_only
-
-    def _require_lock(self) -> None:
-        assert self.holding, "store used without its lock"

@@ -8,7 +8,8 @@ import pytest
 from cni_calico_py.core.errors import CNIError, Code
 from ipam import config, pool
 from ipam.requested import Requested
-from ipam.store import MemoryStore, Reservation
+from ipam.store import Reservation
+from tests.ipam.fake_store import MemoryStore
 
 V4 = "192.168.97.0/26"
 V6 = "fd00:97::/122"
