@@ -1,4 +1,9 @@
-"""What the installed executables run: the agent's thin path first, else the full plugin."""
+"""What the installed executables run, and `python -m cni_calico_py`: the one dispatch.
+
+Without CNI_COMMAND in the environment the program is the operator's
+command-line tool (cli.py). With it, a CNI request: handed to the agent if
+one answers (the thin path), else served here by main.serve_text.
+"""
 
 from __future__ import annotations
 
@@ -23,16 +28,15 @@ def _finish(code: int, out: str) -> None:
 
 
 def run() -> None:
+    program = os.path.basename(sys.argv[0]) if sys.argv else "calico-py"
     if "CNI_COMMAND" not in os.environ:  # set but empty is a CNI request, and error 4
-        from .main import run as run_cli
+        from .cli import run_cli
 
-        run_cli()
-        return
+        sys.exit(run_cli(sys.argv[1:], program, sys.stdout))
     from .agent.client import forward
     from .agent.framing import TRIED_ENV
 
     stdin = sys.stdin.buffer.read()
-    program = os.path.basename(sys.argv[0])
     # The launcher tried the agent already; the mark is not passed on to delegated plugins.
     tried = os.environ.pop(TRIED_ENV, "") == "1"
     served = None if tried else forward(os.environ, stdin, program)

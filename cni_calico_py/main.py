@@ -1,14 +1,14 @@
-"""Entry point: a CNI invocation when CNI_COMMAND is present, else a command-line tool.
+"""One CNI request as a plain function: `serve(environ, stdin, program)`.
 
-`main` takes its I/O as arguments so tests and a long-lived agent can run the
-very same function the executable runs.
+It takes its I/O as arguments, so tests and the agent's workers run the very
+function the executable runs. Nothing here knows about the command-line tool
+or the agent: they sit above (entry.py chooses between them and this).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, TextIO
 
@@ -84,17 +84,8 @@ def serve_text(
 
 
 def main(environ: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, argv: list[str]) -> int:
-    # Only an absent CNI_COMMAND means the command-line tool: an empty one is a
-    # runtime's mistake, answered with CNI error 4 like any other bad verb.
-    if "CNI_COMMAND" not in environ:
-        from .cli import run_cli
-
-        return run_cli(argv[1:], os.path.basename(argv[0]) if argv else "calico-py", stdout)
+    """`serve_text` over streams; the program is argv[0]'s name."""
     code, text = serve_text(environ, stdin.read(), os.path.basename(argv[0]) if argv else "calico-py")
     stdout.write(text)
     stdout.flush()
     return code
-
-
-def run() -> None:
-    sys.exit(main(os.environ, sys.stdin.buffer, sys.stdout, sys.argv))

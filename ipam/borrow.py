@@ -8,25 +8,26 @@ that fill the last block together claim one new block, not one each.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from ipaddress import IPv4Network
 
-from cni_calico_py.cluster import node_state
-from cni_calico_py.cluster.blocks import IPv4Network
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.logs import log
 from cni_calico_py.core.results import IPNetwork
 
+from . import node_state
+
 
 def claim_block(state_path: str, seen: Sequence[IPNetwork], exhausted: CNIError) -> None:
     """Add a block to the node state, unless someone did since `seen` was read."""
-    from cni_calico_py.cluster.datastore import Datastore, DatastoreUnavailable, PoolExhausted
+    from .block_claims import BlockClaims, DatastoreUnavailable, PoolExhausted
 
     with node_state.locked(state_path):
         state = node_state.read(state_path)
         if state is None or list(state.networks) != list(seen):
             return
-        datastore = Datastore(state.etcd_endpoints, state.etcd_prefix, state.etcd_timeout_seconds)
+        claims = BlockClaims(state.etcd_endpoints, state.etcd_prefix, state.etcd_timeout_seconds)
         try:
-            block = datastore.claim_block(state.nodename, IPv4Network(state.pool), state.block_size)
+            block = claims.claim_block(state.nodename, IPv4Network(state.pool), state.block_size)
         except DatastoreUnavailable as err:
             raise CNIError(
                 Code.TRY_AGAIN_LATER,

@@ -13,10 +13,10 @@ import ipaddress
 from dataclasses import replace
 from typing import Any
 
-from cni_calico_py.cluster import node_state
 from cni_calico_py.core import results, verdicts
 from cni_calico_py.core.errors import CNIError, Code
 
+from . import node_state
 from .ranges import IpamConf, Range, RangeSet
 
 

@@ -4,6 +4,9 @@ One JSON file (default /var/lib/calico-py/node-state.json) holding what an
 ADD needs without asking etcd: the node's blocks, and where etcd and the pool
 are for the rare ADD that finds every block full and claims another. Writers
 hold `<file>.lock`; readers need no lock since the file is replaced whole.
+
+This module is the contract between the two: the node daemon
+(cni_calico_py/cluster) writes the file through it, the IPAM reads it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from ipaddress import IPv4Network
 
-from ..core import files
-from ..core.errors import CNIError, Code
-from .blocks import IPv4Network
+from cni_calico_py.core import files
+from cni_calico_py.core.errors import CNIError, Code
 
 FORMAT = 1
+DEFAULT_STATE_FILE = "/var/lib/calico-py/node-state.json"
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,19 @@ import sys
 import time
 from typing import Any, TextIO
 
-from cni_calico_py.core.constants import IPAM_PLUGIN_NAME
 from cni_calico_py.core.errors import CNIError
 
 from . import config as ipam_config
+from .conflist import ConflistError, load_network
 from .disk_store import read_record, record_paths
 from .pool import used
 from .ranges import IpamConf
-
-IPAM_TYPE = IPAM_PLUGIN_NAME
-
-
-class ShowError(Exception):
-    pass
 
 
 def show(conf_path: str, as_json: bool, stdout: TextIO) -> int:
     try:
         conf = ipam_config.parse(load_network(conf_path))
-    except ShowError as err:
+    except ConflistError as err:
         print(f"calico-py ipam show: {err}", file=sys.stderr)
         return 1
     except CNIError as err:
@@ -48,31 +42,6 @@ def show(conf_path: str, as_json: bool, stdout: TextIO) -> int:
     else:
         _write_table(conf, blocks, rows, stdout)
     return 0
-
-
-def load_network(path: str) -> dict[str, Any]:
-    """The network config (name, cniVersion, ipam) from a conflist or a single conf."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except OSError as err:
-        raise ShowError(f"cannot read {path}: {err.strerror}") from None
-    except ValueError as err:
-        raise ShowError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ShowError(f"{path} must hold a JSON object (a conflist or a network config)")
-    plugins = data.get("plugins")
-    if plugins is None:
-        entries = [data]
-    elif isinstance(plugins, list):
-        entries = [p for p in plugins if isinstance(p, dict)]
-    else:
-        raise ShowError(f"{path}: plugins must be a list")
-    for entry in entries:
-        ipam = entry.get("ipam")
-        if isinstance(ipam, dict) and ipam.get("type") == IPAM_TYPE:
-            return {**entry, "name": data.get("name"), "cniVersion": data.get("cniVersion")}
-    raise ShowError(f"{path}: no plugin there uses ipam type {IPAM_TYPE!r}")
 
 
 def _rows(conf: IpamConf, now: float) -> list[dict[str, Any]]:

@@ -15,12 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cni_calico_py.cluster.config import DEFAULT_STATE_FILE
 from cni_calico_py.core import results
 from cni_calico_py.core.decoding import field_path, path_problem
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.results import IPAddress, IPNetwork
 
+from .node_state import DEFAULT_STATE_FILE
 from .ranges import IpamConf, Range, RangeSet
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"

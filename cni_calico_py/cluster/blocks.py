@@ -1,39 +1,15 @@
-"""Which /26 (block_size) blocks of the pool a node may claim, in which order."""
+"""The node's blocks as the node daemon orders them, and its VXLAN MAC.
+
+Which blocks a node may claim, and their etcd keys, are the IPAM's
+(ipam/blocks.py): an ADD that finds every block full claims one too.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Collection, Iterator, Sequence
-
-IPv4Network = ipaddress.IPv4Network
-
-
-def pool_blocks(pool: IPv4Network, block_size: int) -> Iterator[IPv4Network]:
-    return pool.subnets(new_prefix=block_size)
-
-
-def block_count(pool: IPv4Network, block_size: int) -> int:
-    return 1 << (block_size - pool.prefixlen)
-
-
-def claim_order(
-    pool: IPv4Network, block_size: int, taken: Collection[IPv4Network], nodename: str,
-) -> Iterator[IPv4Network]:
-    """Free blocks, starting at a point that depends on the node name and wrapping around.
-
-    Nodes starting together then mostly try different blocks first, so a race
-    costs a retry only when two names land on the same block.
-    """
-    count = block_count(pool, block_size)
-    start = int.from_bytes(hashlib.sha1(nodename.encode()).digest()[:8], "big") % count
-    step = 1 << (32 - block_size)
-    base = int(pool.network_address)
-    for offset in range(count):
-        index = (start + offset) % count
-        block = IPv4Network((base + index * step, block_size))
-        if block not in taken:
-            yield block
+from collections.abc import Collection, Sequence
+from ipaddress import IPv4Network
 
 
 def home_first(
@@ -51,19 +27,6 @@ def home_first(
         return (tunnel is None or tunnel not in block, since, block)
 
     return sorted(owned, key=rank)
-
-
-def block_key(block: IPv4Network) -> str:
-    """The block as an etcd key segment: `/` is the key separator."""
-    return f"{block.network_address}-{block.prefixlen}"
-
-
-def block_from_key(segment: str) -> IPv4Network | None:
-    address, _, length = segment.partition("-")
-    try:
-        return IPv4Network(f"{address}/{length}")
-    except ValueError:
-        return None
 
 
 def vtep_mac(nodename: str) -> str:

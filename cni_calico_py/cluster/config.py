@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ipam.node_state import DEFAULT_STATE_FILE
+
 from ..core.decoding import config_error
 from ..core.errors import CNIError, Code
 
 DEFAULT_PATH = "/etc/calico-py/node.yaml"
-DEFAULT_STATE_FILE = "/var/lib/calico-py/node-state.json"
 DEFAULT_CONFLIST = "/etc/cni/net.d/10-calico-py.conflist"
 Encapsulation = Literal["Off", "VXLAN", "VXLANCrossSubnet", "IPIP", "IPIPCrossSubnet"]
 # Node names become etcd keys and BIRD protocol names.

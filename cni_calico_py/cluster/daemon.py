@@ -17,18 +17,22 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Any
+from ipaddress import IPv4Network
+from typing import TYPE_CHECKING, Any
+
+from ipam import node_state
+from ipam.node_state import NodeState
 
 from ..core import files
 from ..core.errors import CNIError
 from ..core.logs import log
-from . import bird, node_state, overlay, peers
-from .blocks import IPv4Network, home_first, vtep_mac
+from . import bird, overlay, peers
+from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable, NodeRecord, PoolExhausted
-from .node_state import NodeState
+
+if TYPE_CHECKING:
+    from ipam.api import PoolStore
 
 MAX_BACKOFF = 30.0
 
@@ -123,10 +127,10 @@ class NodeDaemon:
 
     # -- giving idle blocks back
     def _release_idle(self, active: list[IPv4Network]) -> None:
-        store = _ipam_store(self.conf.cni_conflist)
+        store = _pool_store(self.conf.cni_conflist)
         if store is None:
             return
-        held, lock = store
+        held, lock = store.held, store.locked
         now = time.monotonic()
         addresses = held()
         for block in active:
@@ -185,25 +189,15 @@ class NodeDaemon:
                 delay = min(delay * 2, MAX_BACKOFF)
 
 
-Held = Callable[[], list[Any]]
-Lock = Callable[[], AbstractContextManager[None]]
-
-
-def _ipam_store(conflist: str) -> tuple[Held, Lock] | None:
-    """The reserved addresses and the lock of the IPAM store the conflist names."""
-    from ipam import config as ipam_config
-    from ipam.disk_store import DiskStore
-    from ipam.show import ShowError, load_network
+def _pool_store(conflist: str) -> PoolStore | None:
+    """The IPAM store of the conflist's network, when its blocks are the pool's."""
+    from ipam.api import ConflistError, pool_store
 
     try:
-        conf = ipam_config.parse(load_network(conflist))
-    except (ShowError, CNIError) as err:
+        return pool_store(conflist)
+    except (ConflistError, CNIError) as err:
         log.debug("not releasing idle blocks: %s", err)
         return None
-    if conf.node_state_file is None:
-        return None  # the conflist's own block: nothing of the pool's to give back
-    store = DiskStore(conf.store_dir, conf.lock_timeout)
-    return (lambda: list(store.reservations()), store.locked)
 
 
 def _write_if_changed(path: str, text: str) -> None:

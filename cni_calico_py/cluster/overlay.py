@@ -12,13 +12,13 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Any
 
 from ..core.constants import MAIN_TABLE, ROUTE_PROTO
 from ..core.logs import log
 from ..dataplane.netlink import iproute_class
 from . import peers
-from .blocks import IPv4Network
 from .datastore import NodeRecord
 from .peers import IPIP_DEVICE, VXLAN_DEVICE, RemoteRoute, VxlanPeer
 

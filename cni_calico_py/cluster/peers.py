@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 
-from .blocks import IPv4Network
 from .datastore import NodeRecord
 
 VXLAN_DEVICE = "vxlan.calico"

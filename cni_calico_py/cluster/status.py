@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from . import node_state
+from ipam import node_state
+
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable
 

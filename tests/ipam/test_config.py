@@ -2,10 +2,9 @@ import ipaddress
 
 import pytest
 
-from cni_calico_py.cluster import node_state
 from cni_calico_py.core.decoding import field_path
 from cni_calico_py.core.errors import CNIError, Code
-from ipam import config
+from ipam import config, node_state
 
 V4 = "192.168.97.0/26"
 V6 = "fd00:97::/122"

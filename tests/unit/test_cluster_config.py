@@ -8,14 +8,9 @@ import pytest
 import yaml
 
 from cni_calico_py.cluster import config
-from cni_calico_py.cluster.blocks import (
-    block_from_key,
-    block_key,
-    claim_order,
-    home_first,
-    vtep_mac,
-)
+from cni_calico_py.cluster.blocks import home_first, vtep_mac
 from cni_calico_py.core.errors import CNIError
+from ipam.blocks import block_from_key, block_key, claim_order
 
 BASE = {"etcd_endpoints": ["http://10.99.0.1:23790"], "pool": "192.168.0.0/16", "nodename": "n1"}
 

@@ -1,0 +1,48 @@
+"""What the node daemon (cni_calico_py/cluster) uses of the IPAM.
+
+Three modules make the whole contract:
+- `ipam.node_state`: the node state file the daemon writes and every ADD reads;
+- `ipam.block_claims`: block ownership in etcd, which a full ADD claims too;
+- this module: the addresses held in the store of the conflist's network, and
+  the store's lock, so that the daemon gives back only blocks nobody uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from cni_calico_py.core.results import IPAddress
+
+from .conflist import ConflistError
+
+__all__ = ["ConflistError", "PoolStore", "pool_store"]
+
+
+@dataclass(frozen=True)
+class PoolStore:
+    """The store of a network whose blocks come from the node state file."""
+
+    held: Callable[[], list[IPAddress]]
+    """Every address reserved in the store now (read without the lock)."""
+    locked: Callable[[], AbstractContextManager[None]]
+    """The store's lock: no ADD reserves an address while it is held."""
+
+
+def pool_store(conflist: str) -> PoolStore | None:
+    """The store of the network the conflist gives this IPAM; None when that network
+    has a block of its own in the conflist rather than the pool's blocks.
+
+    Raises ConflistError when the file is not such a conflist, CNIError when
+    its ipam section is invalid or the node state file is unreadable.
+    """
+    from . import config
+    from .conflist import load_network
+    from .disk_store import DiskStore
+
+    conf = config.parse(load_network(conflist))
+    if conf.node_state_file is None:
+        return None
+    store = DiskStore(conf.store_dir, conf.lock_timeout)
+    return PoolStore(held=lambda: list(store.reservations()), locked=store.locked)
