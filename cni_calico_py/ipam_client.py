@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from .core import results
 from .core.constants import IPAM_PLUGIN_NAME
@@ -169,3 +169,49 @@ def gc(
     from ipam.plugin import gc as gc_in_process
 
     gc_in_process(raw, before_release)
+
+
+class Ipam(Protocol):
+    """The IPAM as the verbs see it, for one attachment."""
+
+    def reserve(self) -> tuple[results.Result | None, Callable[[], None]]:
+        """ADD, and the undo of exactly what it reserved."""
+
+    def release(self) -> None:
+        """DEL of the attachment."""
+
+    def addresses_of(self) -> list[results.IPAddress]: ...
+
+    def check(self) -> None: ...
+
+    def gc(self, before_release: Callable[[results.IPAddress, Any], bool]) -> None:
+        """Free stale addresses, asking `before_release` first where the IPAM can."""
+
+    def status(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class IpamClient:
+    """The IPAM plugin named in `ipam.type`, in-process or executed, for one request."""
+
+    request: Request
+    raw: dict[str, Any]
+    ipam_type: str
+
+    def reserve(self) -> tuple[results.Result | None, Callable[[], None]]:
+        return reserve(self.request, self.raw, self.ipam_type)
+
+    def release(self) -> None:
+        call("DEL", self.request, self.raw, self.ipam_type)
+
+    def addresses_of(self) -> list[results.IPAddress]:
+        return addresses_of(self.request, self.raw, self.ipam_type)
+
+    def check(self) -> None:
+        call("CHECK", self.request, self.raw, self.ipam_type)
+
+    def gc(self, before_release: Callable[[results.IPAddress, Any], bool]) -> None:
+        gc(self.request, self.raw, self.ipam_type, before_release)
+
+    def status(self) -> None:
+        call("STATUS", self.request, self.raw, self.ipam_type)

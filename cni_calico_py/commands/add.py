@@ -7,75 +7,55 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from .. import ipam_client
-from ..config import NetConf
 from ..core import cancel, results
 from ..core.constants import HOST_VETH_MAC
 from ..core.errors import CNIError, Code
 from ..core.logs import log
-from ..core.request import Request
-from ..dataplane import addressing, netlink, netns, sysctl, veth
-from .common import host_veth_for, netns_missing, resolve_mtu
+from ..dataplane import addressing
+from ..dataplane.api import Dataplane, Setup
+from ..ipam_client import Ipam
+from .invocation import Invocation
 
 
-def add(request: Request, netconf: NetConf, raw: dict[str, Any]) -> results.Result:
-    host_name = host_veth_for(request, netconf)
-    mtu = resolve_mtu(netconf)
-    try:
-        with netlink.host_handle() as host, netlink.pod_handle(request.netns_path) as pod:
-            # Under the attachment lock, an interface of ours here can only be an
-            # earlier ADD's of this attachment (a retry, or a killed ADD): it is
-            # rebuilt. Anything else of that name is refused before any change.
-            if veth.remove_earlier_pair(host, pod, request.ifname, host_name):
-                log.info("ADD %s: replaced the pair %s/%s of an earlier ADD",
-                         request.container_id, request.ifname, host_name)
-            else:
-                veth.refuse_existing_pod_interface(pod, request.ifname, request.netns)
-            return _attach(request, netconf, raw, host, pod, host_name, mtu)
-    except netns.NetnsNotFound:
-        raise netns_missing(request) from None
+def add(inv: Invocation, ipam: Ipam, dataplane: Dataplane) -> results.Result:
+    mtu = inv.mtu
+    with inv.pod_netns_required(), dataplane.setup(inv.pod) as setup:
+        allocated, routes, pod_mac = _attach(inv, ipam, setup, mtu)
+    log.info("ADD %s: %s on %s", inv.request.container_id,
+             [ip.address.ip for ip in allocated.ips], inv.host_veth)
+    return _result(inv, allocated, pod_mac, mtu, routes)
 
 
 def _attach(
-    request: Request, netconf: NetConf, raw: dict[str, Any],
-    host: Any, pod: Any, host_name: str, mtu: int,
-) -> results.Result:
+    inv: Invocation, ipam: Ipam, setup: Setup, mtu: int,
+) -> tuple[results.Result, list[results.Route], str]:
     # Every step pushes its undo; an error anywhere unwinds them in reverse,
     # so a failed ADD leaves no veth, route or reservation behind.
     with ExitStack() as undo:
-        allocated, release = ipam_client.reserve(request, raw, netconf.ipam.type)
+        allocated, release = ipam.reserve()
         # Only what this ADD reserved: what the attachment held before is an earlier ADD's.
         undo.callback(_undo, "release the addresses this ADD reserved", release)
         if allocated is None or not allocated.ips:
-            raise CNIError(Code.IPAM_FAILURE, f"IPAM plugin {netconf.ipam.type} returned no address")
+            raise CNIError(Code.IPAM_FAILURE,
+                           f"IPAM plugin {inv.netconf.ipam.type} returned no address")
         addresses = [ip.address.ip for ip in allocated.ips]
-        has_v4 = any(a.version == 4 for a in addresses)
-        has_v6 = any(a.version == 6 for a in addresses)
 
-        veth.remove_stale_host_veth(host, host_name)
-        veth.create_pair(pod, request.ifname, host_name, mtu)
-        undo.callback(_undo, f"delete {host_name}", veth.delete_host_end, host, host_name)
-        host_index = netlink.link_index(host, host_name)
-        pod_index = netlink.link_index(pod, request.ifname)
-        if host_index is None or pod_index is None:
-            raise CNIError(Code.DATAPLANE_FAILURE, f"veth {request.ifname}/{host_name} vanished")
-
-        sysctl.configure_host_veth(host_name, has_v4, has_v6)
-        veth.set_up(host, host_index, host_name)
-        with netns.entered(request.netns_path):
-            sysctl.configure_pod(
-                request.ifname, has_v6, netconf.container_settings.allow_ip_forwarding
-            )
-        veth.set_up(pod, pod_index, f"{request.ifname} in the pod")
+        setup.create_pair(mtu)
+        # Deleting the pair takes its addresses, routes and sysctls with it.
+        undo.callback(_undo, f"delete {inv.host_veth}", setup.delete_pair)
+        setup.configure_links(
+            ipv4=any(a.version == 4 for a in addresses),
+            ipv6=any(a.version == 6 for a in addresses),
+            allow_ip_forwarding=inv.netconf.container_settings.allow_ip_forwarding,
+        )
+        setup.add_addresses(addresses)
         routes = addressing.pod_routes(addresses, allocated.routes)
-        addressing.configure_pod(pod, pod_index, addresses, routes)
+        setup.add_routes(addresses, routes)
         for address in addresses:
-            addressing.add_host_route(host, address, host_index, host_name)
-        pod_mac = str(netlink.link_attrs(pod, pod_index)["address"])
+            setup.add_host_route(address)
+        pod_mac = setup.pod_mac()
         undo.pop_all()
-
-    log.info("ADD %s: %s on %s", request.container_id, addresses, host_name)
-    return _result(request, netconf, allocated, host_name, pod_mac, mtu, routes)
+    return allocated, routes, pod_mac
 
 
 def _undo(step: str, func: Callable[..., Any], *args: Any) -> None:
@@ -88,15 +68,15 @@ def _undo(step: str, func: Callable[..., Any], *args: Any) -> None:
 
 
 def _result(
-    request: Request, netconf: NetConf, allocated: results.Result,
-    host_name: str, pod_mac: str, mtu: int, routes: list[results.Route],
+    inv: Invocation, allocated: results.Result, pod_mac: str, mtu: int,
+    routes: list[results.Route],
 ) -> results.Result:
-    prev = results.from_json(netconf.prev_result) if netconf.prev_result else results.Result()
+    prev = inv.prev_result or results.Result()
     first = len(prev.interfaces)
     interfaces = [
         *prev.interfaces,
-        results.Interface(name=host_name, mac=HOST_VETH_MAC, mtu=mtu),
-        results.Interface(name=request.ifname, mac=pod_mac, sandbox=request.netns, mtu=mtu),
+        results.Interface(name=inv.host_veth, mac=HOST_VETH_MAC, mtu=mtu),
+        results.Interface(name=inv.request.ifname, mac=pod_mac, sandbox=inv.request.netns, mtu=mtu),
     ]
     ips = [
         *prev.ips,
@@ -105,14 +85,7 @@ def _result(
             for ip in allocated.ips
         ),
     ]
-    dns = allocated.dns if not allocated.dns.is_empty() else prev.dns
-    if netconf.dns:
-        dns = results.DNS(
-            nameservers=list(netconf.dns.get("nameservers") or []),
-            domain=str(netconf.dns.get("domain") or ""),
-            search=list(netconf.dns.get("search") or []),
-            options=list(netconf.dns.get("options") or []),
-        )
+    dns = inv.configured_dns() or (allocated.dns if not allocated.dns.is_empty() else prev.dns)
     return results.Result(interfaces=interfaces, ips=ips, routes=[*prev.routes, *routes], dns=dns)
 
 

@@ -6,38 +6,33 @@ what earlier plugins made, on their own interfaces.
 
 from __future__ import annotations
 
-from typing import Any
-
-from .. import ipam_client
-from ..config import NetConf
 from ..core import results
 from ..core.constants import pod_gateway
 from ..core.errors import CNIError, Code
-from ..core.request import Request
-from ..dataplane import addressing, inspect, netlink, netns
-from .common import host_veth_for, netns_missing, resolve_mtu
+from ..dataplane import addressing, inspect
+from ..dataplane.api import Dataplane
+from ..ipam_client import Ipam
+from .invocation import Invocation
 
 
-def check(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
-    if netconf.prev_result is None:
+def check(inv: Invocation, ipam: Ipam, dataplane: Dataplane) -> None:
+    request = inv.request
+    if inv.netconf.prev_result is None:
         raise CNIError(
             Code.INVALID_NETWORK_CONFIG,
             "invalid network config: prevResult: CHECK needs the result of the ADD to compare with",
             "prevResult",
         )
-    prev = results.from_json(netconf.prev_result)
+    prev = results.from_json(inv.netconf.prev_result)
     problems: list[str] = []
     try:
-        ipam_client.call("CHECK", request, raw, netconf.ipam.type)
+        ipam.check()
     except CNIError as err:
         problems.append(f"IPAM: {err.msg}")
 
-    made = _made_by_add(prev, request, netconf, problems)
-    try:
-        with netlink.host_handle() as host, netlink.pod_handle(request.netns_path) as pod:
-            problems += inspect.problems(host, pod, made)
-    except netns.NetnsNotFound:
-        raise netns_missing(request) from None
+    made = _made_by_add(prev, inv, problems)
+    with inv.pod_netns_required():
+        problems += dataplane.inspect(made)
     if problems:
         raise CNIError(
             Code.CHECK_FAILED,
@@ -46,12 +41,11 @@ def check(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
         )
 
 
-def _made_by_add(
-    prev: results.Result, request: Request, netconf: NetConf, problems: list[str],
-) -> inspect.Made:
+def _made_by_add(prev: results.Result, inv: Invocation, problems: list[str]) -> inspect.Made:
     """This plugin's part of prevResult: its two interfaces, their addresses and routes."""
-    pod_iface, pod_index = _pod_interface(prev, request)
-    host_name = host_veth_for(request, netconf)
+    request = inv.request
+    pod_iface, pod_index = _pod_interface(prev, request.ifname)
+    host_name = inv.host_veth
     host_iface = next(
         (i for i in prev.interfaces if not i.sandbox and i.name == host_name),
         results.Interface(name=host_name),
@@ -72,16 +66,16 @@ def _made_by_add(
     return inspect.Made(
         pod=pod_iface,
         host=host_iface,
-        pod_mtu=pod_iface.mtu if pod_iface.mtu is not None else resolve_mtu(netconf),
-        host_mtu=host_iface.mtu if host_iface.mtu is not None else resolve_mtu(netconf),
+        pod_mtu=pod_iface.mtu if pod_iface.mtu is not None else inv.mtu,
+        host_mtu=host_iface.mtu if host_iface.mtu is not None else inv.mtu,
         netns_path=request.netns_path,
         addresses=addresses,
         routes=addressing.pod_routes(addresses, ours),
     )
 
 
-def _pod_interface(prev: results.Result, request: Request) -> tuple[results.Interface | None, int]:
+def _pod_interface(prev: results.Result, ifname: str) -> tuple[results.Interface | None, int]:
     for index, iface in enumerate(prev.interfaces):
-        if iface.name == request.ifname and iface.sandbox:
+        if iface.name == ifname and iface.sandbox:
             return iface, index
     return None, -1

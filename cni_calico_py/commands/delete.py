@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from .. import ipam_client
-from ..config import NetConf
 from ..core.logs import log
-from ..core.request import Request
-from ..dataplane import netlink, netns, veth
-from .common import host_veth_for
+from ..dataplane import netns
+from ..dataplane.api import Dataplane
+from ..ipam_client import Ipam
+from .invocation import Invocation
 
 
-def delete(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
+def delete(inv: Invocation, ipam: Ipam, dataplane: Dataplane) -> None:
     # The dataplane goes first: an address released while its route still
     # points at an old veth is what makes Calico's "route already exists" error.
-    if not (request.netns and _delete_pod_end(request)):
-        _remove_orphaned_host_end(request, netconf, raw)
-    ipam_client.call("DEL", request, raw, netconf.ipam.type)
+    if not (inv.request.netns and _delete_pod_end(inv, dataplane)):
+        _remove_orphaned_host_end(inv, ipam, dataplane)
+    ipam.release()
 
 
-def _delete_pod_end(request: Request) -> bool:
+def _delete_pod_end(inv: Invocation, dataplane: Dataplane) -> bool:
     """Whether the pod's interface was there and is gone now, with its peer."""
+    request = inv.request
     try:
-        with netlink.pod_handle(request.netns_path) as pod:
-            removed = veth.delete_pod_end(pod, request.ifname)
+        removed = dataplane.teardown(inv.pod)
     except netns.NetnsNotFound:
         log.info("DEL %s: netns %s already gone", request.container_id, request.netns)
         return False
@@ -38,7 +35,7 @@ def _delete_pod_end(request: Request) -> bool:
     return removed
 
 
-def _remove_orphaned_host_end(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
+def _remove_orphaned_host_end(inv: Invocation, ipam: Ipam, dataplane: Dataplane) -> None:
     """The host end of a pair whose pod end could not be reached.
 
     The kernel destroys the pair with the namespace, but in the background,
@@ -48,11 +45,9 @@ def _remove_orphaned_host_end(request: Request, netconf: NetConf, raw: dict[str,
     its name alone: a newer sandbox of the same pod may own that name by now.
     Only a veth routing an address this attachment still holds is its own.
     """
-    addresses = ipam_client.addresses_of(request, raw, netconf.ipam.type)
+    addresses = ipam.addresses_of()
     if not addresses:
         return
-    host_name = host_veth_for(request, netconf)
-    with netlink.host_handle() as host:
-        if veth.delete_host_end_routing(host, host_name, addresses):
-            log.info("DEL %s: removed %s, still routing %s", request.container_id, host_name,
-                     ", ".join(map(str, addresses)))
+    if dataplane.remove_orphan(inv.host_veth, addresses):
+        log.info("DEL %s: removed %s, still routing %s", inv.request.container_id, inv.host_veth,
+                 ", ".join(map(str, addresses)))

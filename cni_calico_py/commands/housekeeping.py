@@ -11,38 +11,38 @@ be told.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from .. import ipam_client
-from ..config import NetConf
 from ..core.logs import log
-from ..core.request import Request
 from ..core.results import IPAddress
-from ..dataplane import netlink, veth
-
-if TYPE_CHECKING:
-    from ipam.store import Reservation
-
-    from ..core.rtnl import Rtnl
+from ..dataplane.api import Dataplane
+from ..dataplane.veth import LinkFacts
+from ..ipam_client import Ipam
+from .invocation import Invocation
 
 
-def gc(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
-    if netconf.ipam.type != ipam_client.IN_PROCESS_TYPE:
-        # A foreign IPAM frees without asking: its reservations cannot be seen.
-        ipam_client.call("GC", request, raw, netconf.ipam.type)
-        return
-    with netlink.host_handle() as host:
-        ipam_client.gc(request, raw, netconf.ipam.type, before_release(host, netconf.veth_prefix))
+class StaleRecord(Protocol):
+    """What GC reads of a reservation it is about to free (ipam.store.Reservation)."""
+
+    @property
+    def damaged(self) -> str: ...
+    @property
+    def container_id(self) -> str: ...
+    @property
+    def ifname(self) -> str: ...
 
 
-def before_release(host: Rtnl, veth_prefix: str) -> Callable[[IPAddress, Reservation], bool]:
+def gc(inv: Invocation, ipam: Ipam, dataplane: Dataplane) -> None:
+    # A foreign IPAM frees without asking (its reservations cannot be seen): it
+    # never calls the hook, and the node's links are never read.
+    ipam.gc(before_release(dataplane, inv.netconf.veth_prefix))
+
+
+def before_release(dataplane: Dataplane, veth_prefix: str) -> Callable[[IPAddress, StaleRecord], bool]:
     """Asked by the IPAM, under its store's lock, before it frees each stale address."""
 
-    def may_release(address: IPAddress, record: Reservation) -> bool:
-        try:
-            links = veth.links_routing(host, address)
-        except OSError as err:
-            raise netlink.failure(f"reading the node's routes to {address}", err) from err
+    def may_release(address: IPAddress, record: StaleRecord) -> bool:
+        links = dataplane.links_routing(address)
         pod_ends = [link for link in links if _is_pod_end(link, veth_prefix)]
         if record.damaged:
             if pod_ends:
@@ -54,7 +54,7 @@ def before_release(host: Rtnl, veth_prefix: str) -> Callable[[IPAddress, Reserva
             return True
         for link in pod_ends:
             # Deleting either end of the pair removes both, and the routes through them.
-            if veth.delete_host_end_routing(host, link.name, [address]):
+            if dataplane.remove_orphan(link.name, [address]):
                 log.info("GC: removed %s, routing %s of stale container %s ifname %s",
                          link.name, address, record.container_id, record.ifname)
         for link in links:
@@ -66,10 +66,10 @@ def before_release(host: Rtnl, veth_prefix: str) -> Callable[[IPAddress, Reserva
     return may_release
 
 
-def _is_pod_end(link: veth.LinkFacts, veth_prefix: str) -> bool:
+def _is_pod_end(link: LinkFacts, veth_prefix: str) -> bool:
     """A host veth of this network: never the uplink, nor another plugin's device."""
     return link.kind == "veth" and link.name.startswith(veth_prefix)
 
 
-def status(request: Request, netconf: NetConf, raw: dict[str, Any]) -> None:
-    ipam_client.call("STATUS", request, raw, netconf.ipam.type)
+def status(inv: Invocation, ipam: Ipam, dataplane: Dataplane) -> None:
+    ipam.status()

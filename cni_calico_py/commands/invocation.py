@@ -1,23 +1,82 @@
-"""What several verbs need: the host veth name, the MTU, the pod's netns."""
+"""One CNI invocation as the verbs see it: the request, its config and what they share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
 from ..config import NetConf
+from ..core import results
 from ..core.constants import DEFAULT_MTU
 from ..core.errors import CNIError, Code
 from ..core.logs import log
 from ..core.request import Request
+from ..dataplane import netns
+from ..dataplane.api import Pod
 from ..dataplane.naming import host_veth_name
 
 
-def host_veth_for(request: Request, netconf: NetConf) -> str:
-    return host_veth_name(
-        netconf.veth_prefix, request.pod_namespace, request.pod_name, request.container_id
-    )
+@dataclass(frozen=True)
+class Invocation:
+    request: Request
+    netconf: NetConf
+    raw: dict[str, Any]  # the network config as given, for the IPAM
+
+    @cached_property
+    def host_veth(self) -> str:
+        request = self.request
+        return host_veth_name(
+            self.netconf.veth_prefix, request.pod_namespace, request.pod_name, request.container_id
+        )
+
+    @cached_property
+    def mtu(self) -> int:
+        """Config `mtu`, else the number the node keeps in its MTU file, else 1500."""
+        return resolve_mtu(self.netconf)
+
+    @cached_property
+    def pod(self) -> Pod:
+        request = self.request
+        return Pod(container_id=request.container_id, netns=request.netns,
+                   netns_path=request.netns_path, ifname=request.ifname, host_name=self.host_veth)
+
+    @cached_property
+    def prev_result(self) -> results.Result | None:
+        """An earlier plugin's result in a chain; none when the config has none (or an empty one)."""
+        prev = self.netconf.prev_result
+        return results.from_json(prev) if prev else None
+
+    def configured_dns(self) -> results.DNS | None:
+        """The config's own `dns`, which wins over what the IPAM returned."""
+        dns = self.netconf.dns
+        if not dns:
+            return None
+        return results.DNS(
+            nameservers=list(dns.get("nameservers") or []),
+            domain=str(dns.get("domain") or ""),
+            search=list(dns.get("search") or []),
+            options=list(dns.get("options") or []),
+        )
+
+    @contextmanager
+    def pod_netns_required(self) -> Iterator[None]:
+        """A pod netns found missing in the body is error 4, naming CNI_NETNS and the verb."""
+        try:
+            yield
+        except netns.NetnsNotFound:
+            request = self.request
+            raise CNIError(
+                Code.INVALID_ENVIRONMENT,
+                f"CNI_NETNS {request.netns!r} does not exist",
+                "environment variable CNI_NETNS: the pod's network namespace must exist for "
+                f"{request.command}",
+            ) from None
 
 
 def resolve_mtu(netconf: NetConf) -> int:
-    """Config `mtu`, else the number the node keeps in its MTU file, else 1500."""
     if netconf.mtu is not None:
         return netconf.mtu
     try:
@@ -39,12 +98,3 @@ def resolve_mtu(netconf: NetConf) -> int:
             "mtu_file_path",
         )
     return value
-
-
-def netns_missing(request: Request) -> CNIError:
-    return CNIError(
-        Code.INVALID_ENVIRONMENT,
-        f"CNI_NETNS {request.netns!r} does not exist",
-        "environment variable CNI_NETNS: the pod's network namespace must exist for "
-        f"{request.command}",
-    )

@@ -27,12 +27,15 @@ def pod_routes(addresses: Sequence[IPAddress], custom: Sequence[Route]) -> list[
     return out
 
 
-def configure_pod(pod: Rtnl, index: int, addresses: Sequence[IPAddress], routes: Sequence[Route]) -> None:
+def add_pod_addresses(pod: Rtnl, index: int, addresses: Sequence[IPAddress]) -> None:
     for address in addresses:
         try:
             pod.add_address(index, family(address.version), str(address), host_prefixlen(address.version))
         except OSError as err:
             raise netlink.failure(f"adding {address} to the pod interface", err) from err
+
+
+def add_pod_routes(pod: Rtnl, index: int, addresses: Sequence[IPAddress], routes: Sequence[Route]) -> None:
     if any(a.version == 4 for a in addresses):
         # The gateway is on-link only through this route; the default route needs it.
         gateway = str(pod_gateway(4))
