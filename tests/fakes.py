@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from cni_calico_py.commands.invocation import Invocation
+from cni_calico_py.config import ContainerSettings, IpamSection, NetConf
 from cni_calico_py.core import cancel
 from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.core.request import Request
 from cni_calico_py.core.results import IPAddress, IPConfig, Result, Route
 from cni_calico_py.dataplane import netns
 from cni_calico_py.dataplane.api import Pod
@@ -195,3 +198,16 @@ def gone(path: str = "/var/run/netns/gone") -> Exception:
 
 def refused(path: str = "/proc/self/ns/net") -> Exception:
     return netns.NetnsRefused(path, "is the node's own network namespace")
+
+
+def invocation(command: str = "ADD", netns_path: str = "/var/run/netns/pod", mtu: int = 1450,
+               dns: dict[str, Any] | None = None, prev: dict[str, Any] | None = None) -> Invocation:
+    request = Request(command=command, container_id="c1", netns=netns_path, ifname="eth0",
+                      args={"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "web"})
+    netconf = NetConf(
+        cni_version="1.0.0", name="net", type="calico-py", ipam=IpamSection("calico-py-ipam"),
+        mtu=mtu, mtu_file_path="/nonexistent/mtu", veth_prefix="cali", log_level="info",
+        log_file_path=None, container_settings=ContainerSettings(), nodename=None, dns=dns,
+        prev_result=prev,
+    )
+    return Invocation(request, netconf, {})

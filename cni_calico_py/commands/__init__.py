@@ -17,6 +17,7 @@ from ..core import attachment_lock
 from ..core.request import Request
 from ..core.results import Result
 from ..dataplane.api import Dataplane
+from ..dataplane.linux import LinuxDataplane
 from .invocation import Invocation
 
 # The verbs that touch one attachment; each runs alone on it (attachment_lock.py).
@@ -30,8 +31,6 @@ def dispatch(request: Request, netconf: NetConf, raw: dict[str, Any]) -> Result 
     ipam_client.preflight(request, raw, netconf.ipam.type)
     inv = Invocation(request, netconf, raw)
     ipam = ipam_client.IpamClient(request, raw, netconf.ipam.type)
-    from ..dataplane.linux import LinuxDataplane
-
     lock: AbstractContextManager[object] = nullcontext()
     if request.command in ATTACHMENT_VERBS:
         lock = attachment_lock.held(netconf.name, request.container_id, request.ifname,
