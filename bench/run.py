@@ -96,7 +96,7 @@ def _measure(args: argparse.Namespace, chosen: list[variants.Variant], say: _Pro
     with node.entered_node() as the_node, agent.running(chosen, say):
         try:
             say(f"node {the_node.name}: making {pool} pod namespaces per variant")
-            pools = {v.key: the_node.make_pods(pool) for v in chosen}
+            pools = {v.key: the_node.add_pods(pool) for v in chosen}
             bench = Bench(chosen, pools)
             venv = next((v for v in chosen if v.key == "venv"), None)
             say(f"VERSION x{args.version_runs}")

@@ -1,17 +1,20 @@
-"""Network namespaces for tests: a node with an uplink, and pods.
+"""Network namespaces, nodes and the node agent, for tests and the benchmark alike.
 
-Every name starts with a per-test prefix and everything made is removed,
-also when the test fails, so the machine's own namespace is never touched.
+Every name starts with a per-run prefix and everything made is removed, also
+after a failure or Ctrl-C, so the machine's own namespace is never touched.
+Standard library only: `python -m bench` imports it without the test extras.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 NETNS_DIR = "/var/run/netns"
 TEST_PREFIX = "cpt"
+CLONE_NEWNET = 0x40000000
 
 
 def sh(*args: str, check: bool = True, netns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -31,8 +35,16 @@ def ip_json(netns: str, *args: str) -> Any:
     return json.loads(out) if out.strip() else []
 
 
-def unique_name(kind: str) -> str:
-    return f"{TEST_PREFIX}{uuid.uuid4().hex[:6]}-{kind}"
+def ip_batch(lines: list[str], force: bool = False) -> None:
+    """Several `ip` commands in one process; `force`: go on past failing lines, raise nothing."""
+    proc = subprocess.run(["ip", *(["-force"] if force else []), "-batch", "-"],
+                          input="".join(f"{line}\n" for line in lines), capture_output=True, text=True)
+    if proc.returncode != 0 and not force:
+        raise RuntimeError(f"ip -batch: {proc.stderr.strip()[:500]}")
+
+
+def unique_name(kind: str, prefix: str = TEST_PREFIX) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:6]}-{kind}"
 
 
 def add_netns(name: str) -> str:
@@ -43,6 +55,46 @@ def add_netns(name: str) -> str:
 
 def del_netns(name: str) -> None:
     sh("ip", "netns", "del", name, check=False)
+
+
+def _setns(fd: int, what: str) -> None:
+    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns into {what}: {os.strerror(err)}")
+
+
+def enter(path: str) -> None:
+    """Move the calling thread into the network namespace at `path`."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd, path)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def inside(path: str) -> Iterator[None]:
+    """Run the body with this thread in the network namespace at `path`, then go back."""
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        enter(path)
+        try:
+            yield
+        finally:
+            _setns(original, "the original namespace")
+    finally:
+        os.close(original)
+
+
+def wait_for(predicate: Callable[[], object], what: str = "condition", timeout: float = 15.0,
+             interval: float = 0.05) -> float:
+    """Poll until `predicate()` is true; the seconds it took, or AssertionError after `timeout`."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - start
 
 
 @dataclass
@@ -80,34 +132,78 @@ class Node:
         self.pods.append(name)
         return path
 
+    def add_pods(self, count: int) -> list[str]:
+        """`count` more pod namespaces at once, lo left down (a runtime's loopback plugin's job)."""
+        stem = self.name.removesuffix("-node")
+        names = [f"{stem}-p{len(self.pods) + i}" for i in range(count)]
+        self.pods.extend(names)
+        ip_batch([f"netns add {n}" for n in names])
+        return [os.path.join(NETNS_DIR, n) for n in names]
+
     def remove(self) -> None:
-        for pod in self.pods:
-            del_netns(pod)
-        del_netns(self.name)
-        del_netns(self.upstream)
+        # A second Ctrl-C must not cut the cleanup short: it is held until the end.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+        try:
+            ip_batch([f"netns del {n}" for n in (*self.pods, self.name, self.upstream)], force=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 @contextmanager
-def running_agent(node: Node, executable: str, socket_path: str) -> Iterator[subprocess.Popen[bytes]]:
-    """The node agent inside the node's namespace, stopped afterwards whatever happens."""
-    log = open(socket_path + ".log", "wb")  # noqa: SIM115 - closed below
-    agent = subprocess.Popen(
-        ["ip", "netns", "exec", node.name, executable, "agent", "--socket", socket_path],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+def make_node(index: int = 1, prefix: str = TEST_PREFIX, net: str | None = None) -> Iterator[Node]:
+    """A node on `net`.0/24 (10.250.<index> by default): it is .2, its upstream .1."""
+    net = net or f"10.250.{index}"
+    stem = unique_name("node", prefix).removesuffix("-node")
+    node = Node(name=f"{stem}-node", upstream=f"{stem}-up", address=f"{net}.2")
     try:
-        deadline = time.monotonic() + 30
-        while not _agent_answers(executable, socket_path):
-            if agent.poll() is not None or time.monotonic() > deadline:
-                log_text = Path(socket_path + ".log").read_text()
-                raise RuntimeError(f"agent did not start: {log_text}")
-            time.sleep(0.05)
-        node.agent_socket = socket_path
+        ip_batch([f"netns add {node.name}", f"netns add {node.upstream}"])
+        for netns, args in (
+            (node.name, "link set lo up"),
+            (node.upstream, "link set lo up"),
+            (node.name, f"link add eth0 type veth peer name uplink netns {node.upstream}"),
+            (node.name, f"addr add {node.address}/24 dev eth0"),
+            (node.name, "link set eth0 up"),
+            (node.upstream, f"addr add {net}.1/24 dev uplink"),
+            (node.upstream, "link set uplink up"),
+            (node.name, f"route add default via {net}.1"),
+        ):
+            sh("ip", "-n", netns, *args.split())
+        node.exec("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+        yield node
+    finally:
+        node.remove()
+
+
+@contextmanager
+def running_agent(node: Node | None, executable: str, socket_path: str, log_path: str | None = None,
+                  timeout: float = 30.0, command: Sequence[str] = (),
+                  env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """The node agent in the node's namespace (None: this thread's), stopped afterwards whatever happens.
+
+    `command` (default: `executable agent --socket socket_path`) starts it; its
+    output is appended to `log_path`, by default the socket's path + ".log".
+    """
+    log_path = log_path or socket_path + ".log"
+    argv = [*(["ip", "netns", "exec", node.name] if node else []),
+            *(command or [executable, "agent", "--socket", socket_path])]
+    with open(log_path, "ab") as log:
+        agent = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+
+    def answers() -> bool:
+        if agent.poll() is not None:
+            raise RuntimeError(f"the agent exited {agent.returncode}: {Path(log_path).read_text()}")
+        return os.path.exists(socket_path) and agent_status(executable, socket_path) is not None
+
+    try:
+        wait_for(answers, f"the agent to answer on {socket_path} (its log: {log_path})", timeout)
+        if node:
+            node.agent_socket = socket_path
         yield agent
     finally:
-        node.agent_socket = None
+        if node:
+            node.agent_socket = None
         stop_process(agent)
-        log.close()
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -121,35 +217,11 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def agent_status(executable: str, socket_path: str) -> dict[str, Any] | None:
+def agent_status(executable: str, socket_path: str) -> Any:
+    """`agent status --json` as parsed JSON, or None when no agent answers."""
     proc = subprocess.run([executable, "agent", "status", "--json", "--socket", socket_path],
                           capture_output=True, text=True, timeout=30)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def _agent_answers(executable: str, socket_path: str) -> bool:
-    return os.path.exists(socket_path) and agent_status(executable, socket_path) is not None
-
-
-@contextmanager
-def make_node(index: int = 1) -> Iterator[Node]:
-    base = unique_name("node")
-    node = Node(name=base, upstream=base[:-4] + "up", address=f"10.250.{index}.2")
-    try:
-        add_netns(node.name)
-        add_netns(node.upstream)
-        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "uplink",
-           "netns", node.upstream, netns=node.name)
-        sh("ip", "addr", "add", f"{node.address}/24", "dev", "eth0", netns=node.name)
-        sh("ip", "link", "set", "eth0", "up", netns=node.name)
-        sh("ip", "addr", "add", f"10.250.{index}.1/24", "dev", "uplink", netns=node.upstream)
-        sh("ip", "link", "set", "uplink", "up", netns=node.upstream)
-        sh("ip", "route", "add", "default", "via", f"10.250.{index}.1", netns=node.name)
-        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=node.name)
-        sh("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", netns=node.name)
-        yield node
-    finally:
-        node.remove()
 
 
 def run_cni(

@@ -10,7 +10,6 @@ and kills go through a pidfd, so a pid reused meanwhile is never hit.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -25,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tests.attack.invariants import Attachment
+from tests.netns import enter
 
-CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 # The syscall an idle agent worker sleeps in (accept4, or accept), by machine.
 _ACCEPT = {"x86_64": {"288", "43"}, "aarch64": {"242", "202"}}.get(platform.machine(), {"288", "43"})
@@ -35,13 +34,7 @@ _inside = threading.local()  # .entered: this thread is in the node's namespace
 
 
 def _enter(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    enter(path)
     _inside.entered = True
 
 

@@ -15,7 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from .helpers import require, run, wait_for
+from tests.netns import wait_for
+
+from .helpers import require, run
 
 RUN_CONTAINERD = Path("/run/containerd")
 K8S_NAMESPACE = "k8s.io"
@@ -94,7 +96,7 @@ class Containerd:
                 env=self.env,
             )
         try:
-            wait_for("containerd's socket", self._ready, timeout=30)
+            wait_for(self._ready, "containerd's socket", timeout=30)
         except AssertionError:
             self.stop()
             raise AssertionError(f"containerd did not start:\n{self.log_tail()}") from None

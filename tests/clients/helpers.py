@@ -14,8 +14,7 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,15 +73,6 @@ def agent_env(socket: str | None) -> dict[str, str]:
     socket must not serve a test's requests.
     """
     return {**os.environ, AGENT_SOCKET_ENV: socket or "off"}
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 30,
-             interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def conflist(name: str, subnet: str, data_dir: Path, log_file: Path,
@@ -214,26 +204,6 @@ class HostState:
             for cached in CNI_RESULT_CACHE.glob(f"{network}-*"):
                 cached.unlink(missing_ok=True)
         return left
-
-
-@contextmanager
-def machine_agent(executable: Path, socket: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`calico-py agent` in the machine's namespace (where a runtime's plugin runs), stopped after."""
-    from tests.netns import agent_status, stop_process
-
-    with log.open("ab") as out:
-        agent = subprocess.Popen([str(executable), "agent", "--socket", str(socket)],
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        def answers() -> bool:
-            if agent.poll() is not None:
-                raise AssertionError(f"the agent exited {agent.returncode}: {log.read_text()}")
-            return socket.exists() and agent_status(str(executable), str(socket)) is not None
-
-        wait_for("the agent", answers, timeout=30)
-        yield agent
-    finally:
-        stop_process(agent)
 
 
 @contextmanager

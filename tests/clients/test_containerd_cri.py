@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import agent_status
+from tests.netns import agent_status, running_agent
 
 from .conftest import CRI_BLOCK, CRI_NETWORK
 from .containerd import Containerd
 from .cri.client import CRIClient, SandboxStatus
-from .helpers import guarded_host, machine_agent, ping, reservations
+from .helpers import guarded_host, ping, reservations
 
 PODS = 3
 
@@ -43,7 +43,7 @@ def plugin_mode(
         yield None
         return
     socket = containerd.base / "agent.sock"
-    with machine_agent(installed_bin / "calico-py", socket, tmp_path / "agent.log"):
+    with running_agent(None, str(installed_bin / "calico-py"), str(socket), str(tmp_path / "agent.log")):
         yield socket
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from cni_calico_py.agent import framing
 from tests.cni_calls import Pod, netconf
-from tests.netns import Node, make_node, stop_process
+from tests.netns import Node, make_node, running_agent
 
 from .helpers import run
 
@@ -63,20 +62,8 @@ def unit_agent(node: Node, installed: Path, installed_bin: Path, sock: str,
     command, unit_env = unit_service(installed)
     exe = under_destdir(installed, installed_bin, command[0])
     env = {"PATH": CLEAN_PATH, **unit_env, framing.SOCKET_ENV: sock}
-    with open(log, "wb") as out:
-        agent = subprocess.Popen(["ip", "netns", "exec", node.name, str(exe), *command[1:]],
-                                 env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while status(exe, sock).returncode != 0:
-            if agent.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the unit's agent did not answer on {sock}: {log.read_text()}")
-            time.sleep(0.1)
-        node.agent_socket = sock
+    with running_agent(node, str(exe), sock, str(log), command=[str(exe), *command[1:]], env=env):
         yield exe
-    finally:
-        node.agent_socket = None
-        stop_process(agent)
 
 
 def test_the_units_agent_serves_the_configured_socket(

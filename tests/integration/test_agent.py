@@ -21,13 +21,13 @@ import pytest
 
 from cni_calico_py.agent import framing
 from tests.cni_calls import Pod, netconf
-from tests.netns import Node, agent_status, make_node, running_agent
+from tests.netns import Node, agent_status, make_node, running_agent, wait_for
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture
-def bare_node(root) -> Node:
+def bare_node(root) -> Iterator[Node]:
     with make_node() as made:
         yield made
 
@@ -197,23 +197,16 @@ def _workers_of(agent_pid: int) -> set[int]:
         return {int(pid) for pid in children.read().split()}
 
 
-def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_a_dead_worker_is_replaced(bare_node, plugin_exe, cni_path, tmp_path):
     sock = str(tmp_path / "agent.sock")
     with running_agent(bare_node, plugin_exe, sock) as agent:
         size = agent_status(plugin_exe, sock)["workers"]
         assert size >= 2
-        _wait_for(lambda: len(_workers_of(agent.pid)) == size, "the pool never filled")
+        wait_for(lambda: len(_workers_of(agent.pid)) == size, "the pool never filled")
         victim = min(_workers_of(agent.pid))
         os.kill(victim, signal.SIGKILL)
-        _wait_for(lambda: victim not in _workers_of(agent.pid)
-                  and len(_workers_of(agent.pid)) == size, "the dead worker was not replaced")
+        wait_for(lambda: victim not in _workers_of(agent.pid)
+                 and len(_workers_of(agent.pid)) == size, "the dead worker was not replaced")
         pod = pod_for(bare_node, plugin_exe, cni_path, tmp_path, "afterdeath")
         pod.add()
         assert pod.delete()[0] == 0
@@ -224,12 +217,12 @@ def test_workers_leave_with_a_killed_agent(bare_node, plugin_exe, cni_path, tmp_
     sock = str(tmp_path / "agent.sock")
     with running_agent(bare_node, plugin_exe, sock) as agent:
         size = agent_status(plugin_exe, sock)["workers"]
-        _wait_for(lambda: len(_workers_of(agent.pid)) == size, "the pool never filled")
+        wait_for(lambda: len(_workers_of(agent.pid)) == size, "the pool never filled")
         workers = _workers_of(agent.pid)
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
-        _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers),
-                  "workers outlived their agent")
+        wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers),
+                 "workers outlived their agent")
         # The socket file is still there, with nobody behind it: the caller serves itself.
         pod = pod_for(bare_node, plugin_exe, cni_path, tmp_path, "orphaned")
         pod.add()
@@ -273,7 +266,7 @@ def log_pids(log: Path, text: str) -> list[int]:
 
 def serving_pid(log: Path, container_id: str) -> int:
     """The process that started serving the ADD of `container_id` (after the go byte)."""
-    _wait_for(lambda: log_pids(log, f"ADD container={container_id} "), "the ADD never started")
+    wait_for(lambda: log_pids(log, f"ADD container={container_id} "), "the ADD never started")
     return log_pids(log, f"ADD container={container_id} ")[0]
 
 
@@ -335,8 +328,8 @@ def test_a_request_whose_caller_left_does_not_run_after_the_del(
             caller.wait()
             deleting = pool.submit(pod.delete)
             # The worker drops the ADD while it waits for the lock, before changing anything.
-            _wait_for(lambda: (agent_status(plugin_exe, sock) or {}).get("failed", {}).get("ADD"),
-                      "the ADD of a caller that left still waits to run", timeout=20)
+            wait_for(lambda: (agent_status(plugin_exe, sock) or {}).get("failed", {}).get("ADD"),
+                     "the ADD of a caller that left still waits to run", timeout=20)
         rc, out, err = deleting.result(timeout=60)
         assert rc == 0, (out, err)
         time.sleep(0.5)

@@ -15,14 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.netns import add_netns, del_netns, ip_json, sh, unique_name
+from tests.netns import add_netns, del_netns, ip_json, sh, unique_name, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -104,15 +104,6 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[tuple[BgpNode, BgpNode]]:
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("bird") is None:
@@ -154,7 +145,7 @@ def test_blocks_are_exchanged_and_withdrawn(nodes):
     assert one.apply(two) == "started"
     assert two.apply(one) == "started"
 
-    took = wait_for(lambda: learned(one, two) and learned(two, one), 8, "routes over BGP")
+    took = wait_for(lambda: learned(one, two) and learned(two, one), "routes over BGP", 8)
     print(f"converged in {took:.2f} s")
     for node, other in ((one, two), (two, one)):
         route = node.route(other.block)
@@ -164,31 +155,31 @@ def test_blocks_are_exchanged_and_withdrawn(nodes):
         assert route.get("type", "unicast") == "unicast"
     # The own block stays the IPAM's blackhole, not overwritten by BIRD.
     assert one.route(one.block) == {"type": "blackhole", "dst": one.block, "protocol": "98", "flags": []}
-    wait_for(lambda: one.probe("peers") == {two.address: "Established"}, 5, "node 1 established")
+    wait_for(lambda: one.probe("peers") == {two.address: "Established"}, "node 1 established", 5)
     assert two.probe("peers") == {one.address: "Established"}
 
     # Releasing a block is just removing its blackhole route.
     sh("ip", "route", "del", "blackhole", two.block, "proto", "98", netns=two.netns)
-    wait_for(lambda: one.route(two.block) is None, 3, "withdrawal of node 2's removed block")
+    wait_for(lambda: one.route(two.block) is None, "withdrawal of node 2's removed block", 3)
     sh("ip", "route", "add", "blackhole", two.block, "proto", "98", netns=two.netns)
-    wait_for(lambda: learned(one, two), 3, "node 2's block announced again")
+    wait_for(lambda: learned(one, two), "node 2's block announced again", 3)
 
     # A BIRD that is told to go says so to its peers, which withdraw at once.
     os.kill(two.pid(), signal.SIGTERM)
-    wait_for(lambda: one.route(two.block) is None, 3, "withdrawal after SIGTERM of node 2's BIRD")
-    wait_for(lambda: two.route(one.block) is None, 3, "node 2's BIRD removing its kernel routes")
+    wait_for(lambda: one.route(two.block) is None, "withdrawal after SIGTERM of node 2's BIRD", 3)
+    wait_for(lambda: two.route(one.block) is None, "node 2's BIRD removing its kernel routes", 3)
     assert one.probe("peers")[two.address] != "Established"
     assert two.probe("peers") == {}
 
     assert two.apply(one) == "started"
-    wait_for(lambda: learned(one, two) and learned(two, one), 8, "routes after the restart")
+    wait_for(lambda: learned(one, two) and learned(two, one), "routes after the restart", 8)
 
 
 def test_apply_is_idempotent_and_reconfigures_in_place(nodes):
     one, two = nodes
     assert one.apply(two) == "started"
     assert two.apply(one) == "started"
-    wait_for(lambda: learned(one, two) and learned(two, one), 8, "routes over BGP")
+    wait_for(lambda: learned(one, two) and learned(two, one), "routes over BGP", 8)
     pid = one.pid()
     conf = (one.dir / "bird.conf").read_text()
 
