@@ -70,3 +70,51 @@ def test_off_always_validates(monkeypatch):
     verdicts.remembered("netconf", {}, validate)
     verdicts.remembered("netconf", {}, validate)
     assert len(calls) == 2
+
+
+def test_the_directory_keeps_only_the_newest(directory, monkeypatch):
+    monkeypatch.setattr(verdicts, "MAX_VERDICTS", 3)
+    validate, calls = counting({"x": 1})
+    seen: set = set()
+    for n in range(5):
+        verdicts.remembered("netconf", {"n": n}, validate)
+        (new,) = set(directory.iterdir()) - seen
+        os.utime(new, ns=(n, n))  # written in this order, whatever the clock's resolution
+        seen = set(directory.iterdir())
+    assert len(seen) == 3
+    verdicts.remembered("netconf", {"n": 4}, validate)
+    assert len(calls) == 5  # the newest is still there
+    verdicts.remembered("netconf", {"n": 0}, validate)
+    assert len(calls) == 6  # the oldest went
+
+
+@pytest.mark.parametrize("key", sorted(verdicts.PER_REQUEST_KEYS))
+def test_a_subject_holding_a_per_request_key_is_never_written(directory, key):
+    validate, calls = counting({"x": 1})
+    for n in range(3):
+        verdicts.remembered("netconf", {"name": "a", key: [n]}, validate)
+    assert len(calls) == 3
+    assert not directory.exists() or list(directory.iterdir()) == []
+
+
+def test_other_validating_code_does_not_trust_the_verdict(directory, tmp_path, monkeypatch):
+    package = tmp_path / "src" / "checker"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "rules.py").write_text("LIMIT = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    validate, calls = counting({"x": 1})
+    verdicts.remembered("netconf", {}, validate, code=("checker.rules",))
+    verdicts.remembered("netconf", {}, validate, code=("checker.rules",))
+    assert len(calls) == 1
+    (package / "rules.py").write_text("LIMIT = 2\n")
+    monkeypatch.setattr(verdicts, "_fingerprints", {})  # a new process
+    verdicts.remembered("netconf", {}, validate, code=("checker.rules",))
+    assert len(calls) == 2
+
+
+def test_code_without_source_is_validated_every_time(directory):
+    validate, calls = counting({"x": 1})
+    for _ in range(2):
+        verdicts.remembered("netconf", {}, validate, code=("no_such_package_here.rules",))
+    assert len(calls) == 2
