@@ -38,7 +38,7 @@ def warm_up() -> None:
     from ipam import plugin as ipam_plugin
     from ipam import show  # noqa: F401
 
-    from .. import config, config_models, main, plugin  # noqa: F401
+    from .. import config, main, plugin  # noqa: F401
     from ..commands import add, check, delete, housekeeping  # noqa: F401
     from ..dataplane import inspect, netlink  # noqa: F401
 
@@ -47,7 +47,7 @@ def warm_up() -> None:
         "ipam": {"type": IPAM_PLUGIN_NAME, "subnet": "10.0.0.0/26"},
     }
     config.parse_netconf(sample)
-    config_models.validate_netconf(sample)
+    config.validate_netconf(sample)
     ipam_plugin.validate(sample)
     with netlink.host_handle() as handle:
         handle.link_index("lo")
