@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -29,10 +28,9 @@ from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.logs import log
 from cni_calico_py.core.results import IPAddress
 
+from .records import LAST_RESERVED_PREFIX, LOCK_NAME, listdir, read_record, record_paths, record_text
 from .store import Reservation
 
-LOCK_NAME = "lock"
-LAST_RESERVED_PREFIX = "last_reserved_ip."
 TMP_PREFIX = files.TEMP_PREFIX
 PROBE_PREFIX = ".probe-"
 LOCK_POLL_SECONDS = 0.005
@@ -182,80 +180,7 @@ class DiskStore:
     def _remove_stray_temp_files(self) -> None:
         # Writers only write while holding the lock, so any temp file seen by
         # the holder belongs to a writer that died.
-        for name in _listdir(self.directory):
+        for name in listdir(self.directory):
             if name.startswith(TMP_PREFIX):
                 with suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.directory, name))
-
-
-def record_text(reservation: Reservation) -> str:
-    record = {
-        "containerID": reservation.container_id,
-        "ifname": reservation.ifname,
-        "netns": reservation.netns,
-        "created": reservation.created,
-    }
-    return json.dumps(record) + "\n"
-
-
-def read_record(path: str) -> Reservation | None:
-    """A record file as a Reservation (`damaged` when unreadable), None when it is gone."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-            created = os.fstat(file.fileno()).st_mtime
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return Reservation("", "", damaged=f"cannot read: {err.strerror}")
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return Reservation("", "", created=created, damaged="record is not UTF-8 text")
-    if text.lstrip().startswith("{"):
-        return _json_record(text, created)
-    # host-local's format: containerID CRLF ifname
-    parts = text.strip().split("\r\n")
-    if len(parts) == 2 and all(parts):
-        return Reservation(parts[0], parts[1], created=created)
-    return Reservation("", "", created=created, damaged=f"unrecognised record {text[:60]!r}")
-
-
-def _json_record(text: str, created: float) -> Reservation:
-    try:
-        data = json.loads(text)
-        container_id, ifname = data["containerID"], data["ifname"]
-        netns = data.get("netns", "")
-        when = data.get("created", created)
-        if not all(isinstance(v, str) for v in (container_id, ifname, netns)) or not (
-            container_id and ifname and isinstance(when, int | float)
-        ):
-            raise ValueError("fields have the wrong type")
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        return Reservation("", "", created=created, damaged=f"unreadable record: {err}")
-    return Reservation(container_id, ifname, netns, float(when))
-
-
-def _address_named(name: str) -> IPAddress | None:
-    if name.startswith(".") or name == LOCK_NAME or name.startswith(LAST_RESERVED_PREFIX):
-        return None
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return None
-    # Only the canonical spelling is ours: two names for one address would be two records.
-    return address if str(address) == name else None
-
-
-def _listdir(directory: str) -> list[str]:
-    try:
-        return os.listdir(directory)
-    except FileNotFoundError:
-        return []
-
-
-def record_paths(directory: str) -> Iterator[tuple[IPAddress, str]]:
-    """Record files without taking the lock: each one is complete thanks to the rename."""
-    named = [(a, n) for n in _listdir(directory) if (a := _address_named(n)) is not None]
-    for address, name in sorted(named, key=lambda item: (item[0].version, int(item[0]))):
-        yield address, os.path.join(directory, name)

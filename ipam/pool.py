@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.results import IPAddress, IPNetwork
 
-from .allocator import candidates
 from .blackhole import Blackholes
+from .choice import next_free, requested_by_set, require_free, used
 from .ranges import IpamConf, Range, RangeSet
 from .requested import Requested
 from .store import Reservation, Store
@@ -44,7 +44,7 @@ def add(
     requested: Sequence[Requested], routes: Blackholes,
 ) -> list[Allocation]:
     """One address per range set for `who`; the ones it already holds come back unchanged."""
-    wanted = _requested_by_set(conf, requested)
+    wanted = requested_by_set(conf, requested)
     with store.locked():
         held = store.reservations()
         made: list[IPAddress] = []
@@ -81,10 +81,10 @@ def _one(
             store.reserve(address, replace(held[address], netns=netns))
     else:
         if want is not None:
-            _require_free(want, range_set, held)
+            require_free(want, range_set, held)
             address = want.address
         else:
-            address = _next_free(store, range_set, held)
+            address = next_free(store, range_set, held)
         store.reserve(address, Reservation(who.container_id, who.ifname, netns, time.time()))
         made.append(address)
         if want is None:
@@ -92,58 +92,6 @@ def _one(
     found = range_set.find(address)
     assert found is not None
     return Allocation(address, found, fresh=address in made)
-
-
-def _next_free(store: Store, range_set: RangeSet, held: Collection[IPAddress]) -> IPAddress:
-    spans = [r.span for r in range_set.ranges]
-    for address in candidates(spans, store.last_reserved(range_set.index)):
-        if address not in held and not range_set.is_gateway(address):
-            return address
-    raise CNIError(
-        Code.ADDRESS_EXHAUSTED,
-        f"no free address in block {range_set.describe()} (range set {range_set.index}): "
-        f"{used(range_set, held)} of {range_set.size} addresses in use; STATUS reports "
-        "error 50 until one is released",
-        range_set.describe(),
-    )
-
-
-def _require_free(want: Requested, range_set: RangeSet, held: dict[IPAddress, Reservation]) -> None:
-    if range_set.is_gateway(want.address):
-        raise CNIError(Code.ADDRESS_CONFLICT,
-                       f"requested address {want} is the gateway of {range_set.describe()}",
-                       str(want.address))
-    holder = held.get(want.address)
-    if holder is None:
-        return
-    if holder.damaged:
-        whom = f"an unreadable record ({holder.damaged}); GC releases it once no pod is routed to it"
-    else:
-        whom = f"container {holder.container_id} ifname {holder.ifname}"
-    raise CNIError(Code.ADDRESS_CONFLICT, f"requested address {want} is already reserved "
-                   f"for {whom}", str(want.address))
-
-
-def _requested_by_set(conf: IpamConf, requested: Sequence[Requested]) -> dict[int, Requested]:
-    by_set: dict[int, Requested] = {}
-    for want in requested:
-        range_set = conf.range_set_of(want.address)
-        if range_set is None:
-            blocks = "; ".join(s.describe() for s in conf.range_sets)
-            raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                           f"requested address {want} is outside every range of network "
-                           f"{conf.network} ({blocks})", str(want.address))
-        if range_set.index in by_set:
-            raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                           f"requested addresses {by_set[range_set.index]} and {want} are both "
-                           f"in {range_set.describe()}: one address per range set",
-                           str(want.address))
-        by_set[range_set.index] = want
-    return by_set
-
-
-def used(range_set: RangeSet, held: Collection[IPAddress]) -> int:
-    return sum(1 for a in held if range_set.find(a) and not range_set.is_gateway(a))
 
 
 def addresses_of(store: Store, who: Attachment) -> list[IPAddress]:

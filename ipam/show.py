@@ -15,10 +15,10 @@ from typing import Any, TextIO
 from cni_calico_py.core.errors import CNIError
 
 from . import config as ipam_config
+from .choice import used
 from .conflist import ConflistError, load_network
-from .disk_store import read_record, record_paths
-from .pool import used
 from .ranges import IpamConf
+from .records import read_record, record_paths
 
 
 def show(conf_path: str, as_json: bool, stdout: TextIO) -> int:

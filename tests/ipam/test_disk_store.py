@@ -13,7 +13,8 @@ import pytest
 
 from cni_calico_py.core.errors import CNIError, Code
 from ipam import config, pool
-from ipam.disk_store import DiskStore, read_record, record_paths
+from ipam.disk_store import DiskStore
+from ipam.records import read_record, record_paths
 from ipam.store import Reservation
 from tests.ipam.test_pool import FakeBlackholes
 
