@@ -8,5 +8,5 @@ bash scripts/setup.sh
 bash scripts/install-client-deps.sh .venv
 
 .venv/bin/ruff check .
-.venv/bin/mypy cni_calico_py ipam bench
+.venv/bin/mypy cni_calico_py ipam bench tests
 .venv/bin/pytest -q -p no:cacheprovider tests "$@"

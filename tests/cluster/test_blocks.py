@@ -7,6 +7,7 @@ import json
 import subprocess
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def owned_by(cluster: Cluster, name: str) -> list[str]:
     return sorted(key for key, owner in owners(cluster).items() if owner == name)
 
 
-def in_parallel(*calls: tuple) -> None:
+def in_parallel(*calls: tuple[Any, ...]) -> None:
     threads = [threading.Thread(target=f, args=args) for f, *args in calls]
     for t in threads:
         t.start()
@@ -43,7 +44,7 @@ def test_three_nodes_starting_at_once_get_distinct_blocks_and_keep_them(cluster:
     assert all(len(b) == 1 for b in blocks.values()), blocks
     assert len({b[0] for b in blocks.values()}) == 3
     for node in nodes:
-        block = ipaddress.ip_network(blocks[node.name][0])
+        block: Any = ipaddress.ip_network(blocks[node.name][0])
         assert block.prefixlen == 26 and block.subnet_of(ipaddress.ip_network(cluster.pool))
         assert cluster.node_state(node)["node_ip"] == node.cidr
     assert sorted(owners(cluster).values()) == sorted(n.name for n in nodes)
@@ -67,7 +68,7 @@ def test_twenty_claimers_for_three_free_blocks_never_share_one(cluster: Cluster)
         cluster.write_config(node, nodename=name)
         configs[name] = cluster.config_path(node).with_name(f"{name}.yaml")
         cluster.config_path(node).rename(configs[name])
-    procs = {name: subprocess.Popen(
+    procs: dict[str, Any] = {name: subprocess.Popen(
         ["ip", "netns", "exec", node.name, cluster.exe, "node", "run", "--once",
          "--config", str(configs[name])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name in names}
@@ -142,7 +143,8 @@ def test_an_idle_extra_block_goes_back_to_the_pool(cluster: Cluster) -> None:
     # Other nodes own every block but the pool's last and first. Unless the
     # node's claims start at the pool's start, its second claim then wraps
     # around to a block below its first, which must not become its home.
-    blocks = list(ipaddress.ip_network(cluster.pool).subnets(new_prefix=30))
+    blocks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(
+        ipaddress.ip_network(cluster.pool).subnets(new_prefix=30))
     for block in blocks[1:-1]:
         key = f"{block.network_address}-{block.prefixlen}"
         cluster.etcd.etcdctl("put", f"/calico-py/v1/blocks/{key}", json.dumps({"node": "other"}))

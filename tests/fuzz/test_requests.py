@@ -41,7 +41,12 @@ from hypothesis import strategies as st
 from cni_calico_py import main
 from cni_calico_py.core import logs
 from cni_calico_py.core.errors import Code
-from cni_calico_py.core.rtnl import NLM_F_DUMP, RTM_GETLINK, Rtnl, ifinfmsg
+from cni_calico_py.core.rtnl import (  # type: ignore[attr-defined]  # pyroute2's, loaded as rtnl loads them
+    NLM_F_DUMP,
+    RTM_GETLINK,
+    Rtnl,
+    ifinfmsg,
+)
 from cni_calico_py.core.versions import SUPPORTED_VERSIONS
 from cni_calico_py.dataplane import netns
 from tests.cni_calls import BLOCK_V4

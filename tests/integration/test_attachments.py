@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def new_pod(node: Node, plugin_exe: str, cni_path: str, tmp_path, netns: str | N
                netns=netns or node.add_pod(), container_id=f"c{uuid.uuid4().hex[:12]}")
 
 
-def records(tmp_path) -> dict[str, dict]:
+def records(tmp_path) -> dict[str, dict[str, Any]]:
     store = tmp_path / "testnet"
     if not store.exists():
         return {}

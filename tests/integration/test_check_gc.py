@@ -10,6 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ PodFactory = Callable[..., Pod]
 
 @pytest.fixture
 def make_pod(node: Node, plugin_exe: str, cni_path: str, tmp_path) -> PodFactory:
-    def factory(conf: dict | None = None, args: str = "", **conf_extra) -> Pod:
+    def factory(conf: dict[str, Any] | None = None, args: str = "", **conf_extra) -> Pod:
         return Pod(
             node=node, exe=plugin_exe, cni_path=cni_path,
             conf=conf or netconf(tmp_path, **conf_extra), netns=node.add_pod(),
@@ -47,7 +48,7 @@ def node_links(node: Node) -> list[str]:
     return [link["ifname"] for link in node.links()]
 
 
-def node_routes_to(node: Node, address: str) -> list[dict]:
+def node_routes_to(node: Node, address: str) -> list[dict[str, Any]]:
     return [r for r in node.routes() if r["dst"] == address]
 
 
@@ -177,7 +178,7 @@ def test_check_leaves_an_earlier_plugins_interface_and_routes_alone(node, make_p
 
 # GC
 
-def gc_conf(conf: dict, *keep: Pod) -> dict:
+def gc_conf(conf: dict[str, Any], *keep: Pod) -> dict[str, Any]:
     valid = [{"containerID": p.container_id, "ifname": p.ifname} for p in keep]
     return {**conf, "cni.dev/valid-attachments": valid}
 

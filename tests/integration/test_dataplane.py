@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ PodFactory = Callable[..., Pod]
 
 @pytest.fixture
 def make_pod(node: Node, plugin_exe: str, cni_path: str, tmp_path) -> PodFactory:
-    def factory(conf: dict | None = None, args: str = "", netns: str | None = None,
+    def factory(conf: dict[str, Any] | None = None, args: str = "", netns: str | None = None,
                 container_id: str | None = None, **conf_extra) -> Pod:
         return Pod(
             node=node, exe=plugin_exe, cni_path=cni_path,
@@ -51,7 +52,7 @@ def reservations(data_dir) -> list[str]:
     return sorted(p.name for p in net_dir.iterdir() if p.name[0].isdigit() or ":" in p.name)
 
 
-def pod_routes(pod: Pod, family: str = "-4") -> list[dict]:
+def pod_routes(pod: Pod, family: str = "-4") -> list[dict[str, Any]]:
     return list(ip_json(os.path.basename(pod.netns), family, "route", "show"))
 
 
@@ -116,7 +117,8 @@ def test_sysctls(node, make_pod, allow_forwarding):
     veth = pod.host_veth
 
     def node_sysctl(key: str) -> str:
-        return node.exec("sysctl", "-n", key).stdout.strip()
+        value: str = node.exec("sysctl", "-n", key).stdout.strip()
+        return value
 
     assert node_sysctl(f"net.ipv4.conf.{veth}.proxy_arp") == "1"
     assert node_sysctl(f"net.ipv4.neigh.{veth}.proxy_delay") == "0"

@@ -39,12 +39,13 @@ def cni_env(command: str, container_id: str = "", ifname: str = "eth0", netns: s
 
 
 def store_dir(conf: dict[str, Any]) -> Path:
-    return Path(conf["ipam"]["dataDir"]) / conf["name"]
+    directory: Path = Path(conf["ipam"]["dataDir"]) / conf["name"]
+    return directory
 
 
 def records(conf: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The store's record files as address -> parsed JSON (fails on a file that is not JSON)."""
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     directory = store_dir(conf)
     if not directory.exists():
         return found

@@ -144,7 +144,7 @@ def test_sigkill_at_random_moments_never_corrupts_the_store(node, ipam_exe, ipam
             elif not completed:
                 pytest.fail(f"{command} {c} failed without being killed: {out}")
             elif command == "ADD":
-                address = address_of(out)
+                address: str | None = address_of(out)
                 assert known.get(c) in (None, address), "an ADD retry must return the same address"
                 known[c] = address
             else:

@@ -185,8 +185,10 @@ def test_the_bounds_nest():
     """Lock waits < the worker's deadline < the callers' deadline, in C as in Python."""
     launcher = (Path(__file__).resolve().parents[2] / "launcher" / "launcher.c").read_text()
 
-    def define(name):
-        return re.search(rf"#define {name} (.+)", launcher).group(1).strip()
+    def define(name: str) -> str:
+        found = re.search(rf"#define {name} (.+)", launcher)
+        assert found, name
+        return found.group(1).strip()
 
     field = ipam_validation.IpamModel.model_fields["lock_timeout"]
     (store_lock,) = [rule.le for rule in field.metadata if hasattr(rule, "le")]
@@ -196,7 +198,9 @@ def test_the_bounds_nest():
     assert define("DEADLINE_TEXT") == f'"{client.RESULT_DEADLINE:g} s"'
     assert define("MAX_FRAME") == "(4u * 1024u * 1024u)" and framing.MAX_FRAME == 4 * 1024 * 1024
     assert define("TRIED_ENV") == f'"{framing.TRIED_ENV}"'
-    supported = re.search(r"supported_versions\[\] = \{(.*?)NULL", launcher).group(1)
+    listed = re.search(r"supported_versions\[\] = \{(.*?)NULL", launcher)
+    assert listed
+    supported = listed.group(1)
     assert tuple(re.findall(r'"([^"]+)"', supported)) == versions.SUPPORTED_VERSIONS
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +30,7 @@ def test_defaults_and_yaml_off() -> None:
     ({"pool": "192.168.0.1/16"}, "pool"),
     ({"as_numbr": 1}, "as_numbr"),
 ])
-def test_bad_settings_are_error_7_naming_the_key(change: dict, words: str) -> None:
+def test_bad_settings_are_error_7_naming_the_key(change: dict[str, Any], words: str) -> None:
     with pytest.raises(CNIError) as caught:
         config.parse({**BASE, **change}, "/etc/calico-py/node.yaml")
     assert caught.value.code == 7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_off_always_validates(monkeypatch):
 def test_the_directory_keeps_only_the_newest(directory, monkeypatch):
     monkeypatch.setattr(verdicts, "MAX_VERDICTS", 3)
     validate, calls = counting({"x": 1})
-    seen: set = set()
+    seen: set[Path] = set()
     for n in range(5):
         verdicts.remembered("netconf", {"n": n}, validate)
         (new,) = set(directory.iterdir()) - seen
