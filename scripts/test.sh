@@ -9,4 +9,5 @@ bash scripts/install-client-deps.sh .venv
 
 .venv/bin/ruff check .
 .venv/bin/mypy cni_calico_py ipam bench tests
+.venv/bin/lint-imports
 .venv/bin/pytest -q -p no:cacheprovider tests "$@"
