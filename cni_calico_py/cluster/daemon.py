@@ -26,7 +26,7 @@ from ipam.node_state import NodeState
 from ..core import files
 from ..core.errors import CNIError
 from ..core.logs import log
-from . import bird, overlay, peers
+from . import bird, bird_config, overlay, peers
 from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable, NodeRecord, PoolExhausted
@@ -116,8 +116,8 @@ class NodeDaemon:
         mtu = overlay.apply(self.conf.encapsulation, me, nodes, owners, self.pool)
         routing_daemon = bird.Bird(self.conf.bird_dir)
         if self.conf.encapsulation == "Off":
-            text = bird.render(me, nodes, self.pool, self.conf.as_number,
-                               os.path.join(self.conf.bird_dir, "bird.log"))
+            text = bird_config.render(me, nodes, self.pool, self.conf.as_number,
+                                      os.path.join(self.conf.bird_dir, "bird.log"))
             outcome = routing_daemon.apply(text)
             if outcome != "unchanged":
                 log.info("BIRD %s with %d peer(s)", outcome, len(nodes) - 1)

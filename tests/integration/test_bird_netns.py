@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 POOL = "192.168.0.0/16"
 PROBE = """
 import ipaddress, json, sys
-from cni_calico_py.cluster.bird import Bird, BirdError, render
+from cni_calico_py.cluster.bird import Bird, BirdError
+from cni_calico_py.cluster.bird_config import render
 from cni_calico_py.cluster.datastore import NodeRecord
 
 args = json.loads(sys.argv[1])

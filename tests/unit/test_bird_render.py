@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from cni_calico_py.cluster.bird import Bird, BirdError, peer_address, protocol_name, render
+from cni_calico_py.cluster.bird import Bird, BirdError
+from cni_calico_py.cluster.bird_config import peer_address, protocol_name, render
 from cni_calico_py.cluster.datastore import NodeRecord
 
 POOL = ipaddress.IPv4Network("192.168.0.0/16")
