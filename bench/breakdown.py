@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cni_calico_py.agent.stats import percentile
+
 from . import spawn
 from .measure import Bench, Pod
-from .stats import percentile
 from .variants import Variant
 
 # Run with -P: the script's directory (this package) must not shadow anything.

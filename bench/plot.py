@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cni_calico_py.agent.stats import percentile
+
 from .measure import Results
-from .stats import percentile
 from .variants import LABELS
 
 COLOURS = {"agent": "tab:purple", "frozen": "tab:blue", "venv": "tab:orange", "ptp": "tab:green"}

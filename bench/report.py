@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cni_calico_py.agent.stats import percentile
+
 from .breakdown import Profile
 from .measure import Results
-from .stats import percentile, ratio
+from .stats import ratio
 from .variants import LABELS
 
 REFERENCE = "ptp"

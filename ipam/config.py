@@ -1,7 +1,7 @@
 """The IPAM config a request runs with: checked once per distinct section, blocks per request.
 
 validation.py checks a section (pydantic and the address rules); its result
-is remembered across processes (cni_calico_py/verdicts.py) as plain values,
+is remembered across processes (cni_calico_py/core/verdicts.py) as plain values,
 so most requests never import pydantic. In cluster mode the node's blocks
 come from the node state file on every request, since they change while the
 config does not.

@@ -3,7 +3,7 @@
 Pydantic checks the shape; the address rules (host bits, ranges inside their
 subnet, no overlaps) are checked afterwards so each problem can name its exact
 field, e.g. `ipam.ranges[0][1].rangeStart`. Imported only for a section not
-seen before (see cni_calico_py/verdicts.py); config.py is the way in.
+seen before (see cni_calico_py/core/verdicts.py); config.py is the way in.
 """
 
 from __future__ import annotations

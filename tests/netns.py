@@ -86,7 +86,7 @@ def inside(path: str) -> Iterator[None]:
         os.close(original)
 
 
-def wait_for(predicate: Callable[[], object], what: str = "condition", timeout: float = 15.0,
+def wait_for(predicate: Callable[..., object], what: str = "condition", timeout: float = 15.0,
              interval: float = 0.05) -> float:
     """Poll until `predicate()` is true; the seconds it took, or AssertionError after `timeout`."""
     start = time.monotonic()

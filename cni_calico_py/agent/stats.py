@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
@@ -36,12 +37,21 @@ class Stats:
         }
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by nearest rank; None if there are no values.
+
+    The benchmark reports with this one too, so its figures and the agent's
+    status mean the same thing.
+    """
+    if not values:
+        return None
     ordered = sorted(values)
-    if not ordered:
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
         return {}
-
-    def at(fraction: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2)
-
-    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 2)}
+    found = {name: percentile(values, q) for name, q in (("p50", 50), ("p90", 90), ("p99", 99))}
+    return {**{k: round(v, 2) for k, v in found.items() if v is not None},
+            "max": round(max(values), 2)}

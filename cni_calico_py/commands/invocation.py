@@ -54,12 +54,7 @@ class Invocation:
         dns = self.netconf.dns
         if not dns:
             return None
-        return results.DNS(
-            nameservers=list(dns.get("nameservers") or []),
-            domain=str(dns.get("domain") or ""),
-            search=list(dns.get("search") or []),
-            options=list(dns.get("options") or []),
-        )
+        return results.parse_dns(dict(dns), "dns")
 
     @contextmanager
     def pod_netns_required(self) -> Iterator[None]:

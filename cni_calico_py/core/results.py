@@ -7,21 +7,17 @@ interface `mtu`, `socketPath`, `pciID` and the extra route attributes.
 from __future__ import annotations
 
 import ipaddress
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
+from . import json_fields as fields
 from . import versions
-from .errors import CNIError, Code
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_T = TypeVar("_T")
 # Interface indexes, MTUs, route priorities, tables and scopes all fit in 32 bits.
-_MAX_NUMBER = 2**32 - 1
 
 _ROUTE_EXTRAS_1_1 = (("mtu", "mtu"), ("advmss", "advmss"), ("priority", "priority"),
                      ("table", "table"), ("scope", "scope"))
@@ -142,135 +138,63 @@ def from_json(data: Any, what: str = "prevResult") -> Result:
     field, never a half-read one.
     """
     if not isinstance(data, dict):
-        raise _bad(what, "must be a JSON object")
+        raise fields.bad(what, "must be a JSON object")
     version = data.get("cniVersion")
     if not isinstance(version, str):
-        raise _bad(f"{what}.cniVersion", "is missing; expected a version string")
+        raise fields.bad(f"{what}.cniVersion", "is missing; expected a version string")
     versions.require_supported(version, f"{what}.cniVersion")
-    interfaces = [_interface(_object(item, f"{what}.interfaces[{n}]"), f"{what}.interfaces[{n}]")
-                  for n, item in enumerate(_list(data, "interfaces", what))]
-    ips = [_ip_config(_object(item, f"{what}.ips[{n}]"), f"{what}.ips[{n}]")
-           for n, item in enumerate(_list(data, "ips", what))]
+    interfaces = [_interface(fields.json_object(item, f"{what}.interfaces[{n}]"), f"{what}.interfaces[{n}]")
+                  for n, item in enumerate(fields.list_of(data, "interfaces", what))]
+    ips = [_ip_config(fields.json_object(item, f"{what}.ips[{n}]"), f"{what}.ips[{n}]")
+           for n, item in enumerate(fields.list_of(data, "ips", what))]
     routes = [parse_route(item, f"{what}.routes[{n}]")
-              for n, item in enumerate(_list(data, "routes", what))]
+              for n, item in enumerate(fields.list_of(data, "routes", what))]
     raw_dns = data.get("dns")
-    dns = DNS() if raw_dns is None else _dns(_object(raw_dns, f"{what}.dns"), f"{what}.dns")
+    dns = DNS() if raw_dns is None else parse_dns(fields.json_object(raw_dns, f"{what}.dns"), f"{what}.dns")
     return Result(interfaces=interfaces, ips=ips, routes=routes, dns=dns)
 
 
 def parse_route(raw: Any, what: str = "route") -> Route:
-    raw = _object(raw, what)
+    raw = fields.json_object(raw, what)
     return Route(
-        dst=_parsed(ipaddress.ip_network, _text(raw, "dst", what, required=True), f"{what}.dst",
+        dst=fields.parsed(ipaddress.ip_network, fields.text(raw, "dst", what, required=True), f"{what}.dst",
                     "a network in CIDR notation", strict=False),
-        gw=_address(raw, "gw", what),
-        mtu=_number(raw, "mtu", what),
-        advmss=_number(raw, "advmss", what),
-        priority=_number(raw, "priority", what),
-        table=_number(raw, "table", what),
-        scope=_number(raw, "scope", what),
+        gw=fields.address(raw, "gw", what),
+        mtu=fields.number(raw, "mtu", what),
+        advmss=fields.number(raw, "advmss", what),
+        priority=fields.number(raw, "priority", what),
+        table=fields.number(raw, "table", what),
+        scope=fields.number(raw, "scope", what),
     )
 
 
 def _interface(raw: dict[str, Any], what: str) -> Interface:
-    name = _text(raw, "name", what, required=True)
+    name = fields.text(raw, "name", what, required=True)
     if not name:
-        raise _bad(f"{what}.name", "is empty")
+        raise fields.bad(f"{what}.name", "is empty")
     return Interface(
         name=name,
-        mac=_text(raw, "mac", what),
-        sandbox=_text(raw, "sandbox", what),
-        mtu=_number(raw, "mtu", what),
-        socket_path=_text(raw, "socketPath", what),
-        pci_id=_text(raw, "pciID", what),
+        mac=fields.text(raw, "mac", what),
+        sandbox=fields.text(raw, "sandbox", what),
+        mtu=fields.number(raw, "mtu", what),
+        socket_path=fields.text(raw, "socketPath", what),
+        pci_id=fields.text(raw, "pciID", what),
     )
 
 
 def _ip_config(raw: dict[str, Any], what: str) -> IPConfig:
     return IPConfig(
-        address=_parsed(ipaddress.ip_interface, _text(raw, "address", what, required=True),
+        address=fields.parsed(ipaddress.ip_interface, fields.text(raw, "address", what, required=True),
                         f"{what}.address", "an address with its prefix length, e.g. 10.0.0.5/32"),
-        gateway=_address(raw, "gateway", what),
-        interface=_number(raw, "interface", what),
+        gateway=fields.address(raw, "gateway", what),
+        interface=fields.number(raw, "interface", what),
     )
 
 
-def _dns(raw: dict[str, Any], what: str) -> DNS:
+def parse_dns(raw: dict[str, Any], what: str) -> DNS:
     return DNS(
-        nameservers=_texts(raw, "nameservers", what),
-        domain=_text(raw, "domain", what),
-        search=_texts(raw, "search", what),
-        options=_texts(raw, "options", what),
+        nameservers=fields.texts(raw, "nameservers", what),
+        domain=fields.text(raw, "domain", what),
+        search=fields.texts(raw, "search", what),
+        options=fields.texts(raw, "options", what),
     )
-
-
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad(what, f"must be a JSON object, got {_kind(value)}")
-    return value
-
-
-def _list(raw: dict[str, Any], key: str, what: str) -> list[Any]:
-    value = raw.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(f"{what}.{key}", f"must be a list, got {_kind(value)}")
-    return value
-
-
-def _text(raw: dict[str, Any], key: str, what: str, required: bool = False) -> str:
-    value = raw.get(key)
-    if value is None:
-        if required:
-            raise _bad(f"{what}.{key}", "is required")
-        return ""
-    if not isinstance(value, str):
-        raise _bad(f"{what}.{key}", f"must be a string, got {_kind(value)}")
-    return value
-
-
-def _texts(raw: dict[str, Any], key: str, what: str) -> list[str]:
-    items = _list(raw, key, what)
-    for n, item in enumerate(items):
-        if not isinstance(item, str):
-            raise _bad(f"{what}.{key}[{n}]", f"must be a string, got {_kind(item)}")
-    return list(items)
-
-
-def _number(raw: dict[str, Any], key: str, what: str) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_NUMBER:
-        raise _bad(f"{what}.{key}", f"must be a whole number from 0 to {_MAX_NUMBER}, "
-                   f"got {_kind(value)}")
-    return value
-
-
-def _address(raw: dict[str, Any], key: str, what: str) -> IPAddress | None:
-    text = _text(raw, key, what)
-    return _parsed(ipaddress.ip_address, text, f"{what}.{key}", "an IP address") if text else None
-
-
-def _parsed(parse: Callable[..., _T], text: str, what: str, expected: str, **options: Any) -> _T:
-    try:
-        return parse(text, **options)
-    except ValueError:
-        raise _bad(what, f"must be {expected}, got {text[:80]!r}") from None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        return "a number" if isinstance(value, float) or abs(value) > _MAX_NUMBER else str(value)
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return "a string" if isinstance(value, str) else type(value).__name__
-
-
-def _bad(what: str, rule: str) -> CNIError:
-    return CNIError(Code.DECODING_FAILURE, f"{what} {rule}", what)

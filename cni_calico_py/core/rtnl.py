@@ -12,13 +12,9 @@ replies read until the kernel's acknowledgement or the end of the dump.
 from __future__ import annotations
 
 import errno
-import os
 import socket
-import struct
-from collections.abc import Callable
 from typing import Any
 
-from .constants import MAIN_TABLE
 from .pyroute2_loader import load_pyroute2
 
 load_pyroute2()
@@ -45,38 +41,34 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
 from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
-NETLINK_ROUTE = 0
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-NETLINK_GET_STRICT_CHK = 12
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLMSGERR_ATTR_MSG = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_DUMP_INTR = 0x10
-IFF_UP = 1
-RTN_UNICAST = 1
-_HEADER = struct.Struct("=IHHII")
-_ERRNO = struct.Struct("=i")
-_NLA = struct.Struct("=HH")
-# ifinfomsg after the netlink header: family, pad, type, index, flags, change.
-_IFINFO_INDEX = struct.Struct("=BxHi")
-_RECV_BUFFER = 1 << 18
-# A dump the kernel marks interrupted (the table changed under it) is read again.
-_DUMP_TRIES = 5
+from .netlink_wire import (  # noqa: E402
+    DUMP_TRIES,
+    ERRNO,
+    HEADER,
+    IFF_UP,
+    NETLINK_CAP_ACK,
+    NETLINK_EXT_ACK,
+    NETLINK_GET_STRICT_CHK,
+    NETLINK_ROUTE,
+    NLM_F_DUMP_INTR,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    RECV_BUFFER,
+    SOL_NETLINK,
+    Decoder,
+    Message,
+    NetlinkError,
+    RouteSpec,
+    decoder,
+    link_index_of,
+    refusal,
+)
 
-Message = Any  # a decoded pyroute2 nlmsg: `.get(name)` reads a field or attribute
-Decoder = Callable[[bytes], Any]
-
-
-class NetlinkError(OSError):
-    """The kernel refused a request; `code` is the errno, as pyroute2's errors carry it."""
-
-    @property
-    def code(self) -> int:
-        return int(self.errno or 0)
+# What callers take from here: the socket, and the wire names they pass to it.
+__all__ = [
+    "IFF_UP", "NLM_F_DUMP", "RTM_GETLINK", "Message", "NetlinkError", "RouteSpec", "Rtnl",
+    "ifinfmsg",
+]
 
 
 class Rtnl:
@@ -116,9 +108,9 @@ class Rtnl:
         in one (or in NLMSG_DONE for a dump) and a refusal raises NetlinkError.
         By default a reply is decoded whole, as the request's message class.
         """
-        for _ in range(_DUMP_TRIES):
+        for _ in range(DUMP_TRIES):
             replies, interrupted = self._exchange(
-                msg, kind, flags | NLM_F_REQUEST | NLM_F_ACK, decode or _decoder(type(msg)))
+                msg, kind, flags | NLM_F_REQUEST | NLM_F_ACK, decode or decoder(type(msg)))
             if not interrupted or not flags & NLM_F_DUMP:
                 return replies
         raise NetlinkError(errno.EINTR, "the kernel kept interrupting the dump")
@@ -134,18 +126,18 @@ class Rtnl:
         replies: list[Any] = []
         interrupted = False
         while True:
-            data = self._sock.recv(_RECV_BUFFER)
+            data = self._sock.recv(RECV_BUFFER)
             offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, reply_type, reply_flags, reply_sequence, _ = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
+            while offset + HEADER.size <= len(data):
+                length, reply_type, reply_flags, reply_sequence, _ = HEADER.unpack_from(data, offset)
+                if length < HEADER.size:
                     raise NetlinkError(errno.EBADMSG, "truncated netlink message")
                 if reply_sequence == sequence:
                     interrupted |= bool(reply_flags & NLM_F_DUMP_INTR)
                     if reply_type == NLMSG_ERROR:
-                        (code,) = _ERRNO.unpack_from(data, offset + _HEADER.size)
+                        (code,) = ERRNO.unpack_from(data, offset + HEADER.size)
                         if code:
-                            raise _refusal(-code, data[offset:offset + length], reply_flags)
+                            raise refusal(-code, data[offset:offset + length], reply_flags)
                         return replies, interrupted
                     if reply_type == NLMSG_DONE:
                         return replies, interrupted
@@ -159,7 +151,7 @@ class Rtnl:
         msg["attrs"] = [("IFLA_IFNAME", ifname)]
         try:
             # Only the index is read: decoding a whole link costs ~0.5 ms of Python.
-            found = self.request(msg, RTM_GETLINK, decode=_link_index)
+            found = self.request(msg, RTM_GETLINK, decode=link_index_of)
         except NetlinkError as err:
             if err.code == errno.ENODEV:
                 return None
@@ -228,63 +220,3 @@ class Rtnl:
             "del": (RTM_DELROUTE, 0),
         }[verb]
         self.request(spec.message(), kind, flags)
-
-
-class RouteSpec:
-    """One route, as `ip route` would name it."""
-
-    def __init__(
-        self, family: int, dst: str, dst_len: int, *, oif: int | None = None,
-        gateway: str | None = None, proto: int, scope: int = 0, kind: int = RTN_UNICAST,
-        table: int = MAIN_TABLE,
-    ) -> None:
-        self.family, self.dst, self.dst_len = family, dst, dst_len
-        self.oif, self.gateway, self.proto = oif, gateway, proto
-        self.scope, self.kind, self.table = scope, kind, table
-
-    def message(self) -> Message:
-        msg = rtmsg()
-        msg["family"], msg["dst_len"], msg["table"] = self.family, self.dst_len, self.table
-        msg["proto"], msg["scope"], msg["type"] = self.proto, self.scope, self.kind
-        attrs: list[tuple[str, Any]] = [("RTA_TABLE", self.table)]
-        if self.dst_len:
-            attrs.append(("RTA_DST", self.dst))
-        if self.gateway is not None:
-            attrs.append(("RTA_GATEWAY", self.gateway))
-        if self.oif is not None:
-            attrs.append(("RTA_OIF", self.oif))
-        msg["attrs"] = attrs
-        return msg
-
-
-def _refusal(code: int, error: bytes, flags: int) -> NetlinkError:
-    """The errno, with the kernel's own explanation when it gave one."""
-    reason = os.strerror(code)
-    if flags & NLM_F_ACK_TLVS:
-        # Past the errno and the echoed request header (or whole request).
-        offset = _HEADER.size + _ERRNO.size
-        offset += _HEADER.size if flags & NLM_F_CAPPED else _HEADER.unpack_from(error, offset)[0]
-        offset = (offset + 3) & ~3
-        while offset + _NLA.size <= len(error):
-            length, kind = _NLA.unpack_from(error, offset)
-            if length < _NLA.size:
-                break
-            if kind == NLMSGERR_ATTR_MSG:
-                text = error[offset + _NLA.size:offset + length].split(b"\0", 1)[0]
-                reason = f"{reason} ({text.decode(errors='replace')})"
-                break
-            offset += (length + 3) & ~3
-    return NetlinkError(code, reason)
-
-
-def _decoder(message_class: Any) -> Decoder:
-    def decode(chunk: bytes) -> Message:
-        reply = message_class(chunk)
-        reply.decode()
-        return reply
-
-    return decode
-
-
-def _link_index(chunk: bytes) -> int:
-    return int(_IFINFO_INDEX.unpack_from(chunk, _HEADER.size)[2])

@@ -17,10 +17,10 @@ from ..core.results import Interface, IPAddress, Route
 from ..core.rtnl import Rtnl
 from . import netlink, sysctl
 from .addressing import addresses_on, routes_to
+from .netns import OWN_NETNS
 from .veth import LinkFacts, link_facts, netnsid_of
 
 # The node's own netns, as seen from this process (CHECK runs in it).
-OWN_NETNS = "/proc/self/ns/net"
 
 # What sysctl.configure_host_veth sets on the host veth ("{}" is its name).
 _HOST_SYSCTLS: tuple[tuple[str, str, str, str], ...] = (("ipv6", "conf", "accept_ra", "0"),)

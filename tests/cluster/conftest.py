@@ -139,14 +139,5 @@ def cluster(root: None, plugin_exe: str, cni_path: str, tmp_path: Path) -> Itera
             case.remove_pods()
 
 
-def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Cluster, wait_for
+from tests.cluster.conftest import Cluster
+from tests.netns import wait_for
 
 pytestmark = pytest.mark.netns
 

@@ -11,10 +11,10 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from tests.cluster.conftest import Cluster, wait_for
+from tests.cluster.conftest import Cluster
 from tests.cluster.topology import ClusterNode
 from tests.cni_calls import Pod
-from tests.netns import stop_process
+from tests.netns import stop_process, wait_for
 
 pytestmark = pytest.mark.netns
 

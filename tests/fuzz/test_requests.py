@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 from cni_calico_py import main
 from cni_calico_py.core import logs
 from cni_calico_py.core.errors import Code
-from cni_calico_py.core.rtnl import (  # type: ignore[attr-defined]  # pyroute2's, loaded as rtnl loads them
+from cni_calico_py.core.rtnl import (  # pyroute2's, loaded as rtnl loads them
     NLM_F_DUMP,
     RTM_GETLINK,
     Rtnl,
