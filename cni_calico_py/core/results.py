@@ -150,15 +150,16 @@ def from_json(data: Any, what: str = "prevResult") -> Result:
     routes = [parse_route(item, f"{what}.routes[{n}]")
               for n, item in enumerate(fields.list_of(data, "routes", what))]
     raw_dns = data.get("dns")
-    dns = DNS() if raw_dns is None else parse_dns(fields.json_object(raw_dns, f"{what}.dns"), f"{what}.dns")
+    dns = DNS() if raw_dns is None else parse_dns(fields.json_object(raw_dns, f"{what}.dns"),
+                                                  f"{what}.dns")
     return Result(interfaces=interfaces, ips=ips, routes=routes, dns=dns)
 
 
 def parse_route(raw: Any, what: str = "route") -> Route:
     raw = fields.json_object(raw, what)
     return Route(
-        dst=fields.parsed(ipaddress.ip_network, fields.text(raw, "dst", what, required=True), f"{what}.dst",
-                    "a network in CIDR notation", strict=False),
+        dst=fields.parsed(ipaddress.ip_network, fields.text(raw, "dst", what, required=True),
+                          f"{what}.dst", "a network in CIDR notation", strict=False),
         gw=fields.address(raw, "gw", what),
         mtu=fields.number(raw, "mtu", what),
         advmss=fields.number(raw, "advmss", what),
@@ -185,7 +186,7 @@ def _interface(raw: dict[str, Any], what: str) -> Interface:
 def _ip_config(raw: dict[str, Any], what: str) -> IPConfig:
     return IPConfig(
         address=fields.parsed(ipaddress.ip_interface, fields.text(raw, "address", what, required=True),
-                        f"{what}.address", "an address with its prefix length, e.g. 10.0.0.5/32"),
+                              f"{what}.address", "an address with its prefix length, e.g. 10.0.0.5/32"),
         gateway=fields.address(raw, "gateway", what),
         interface=fields.number(raw, "interface", what),
     )
