@@ -21,9 +21,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 
-import filelock
-
-from cni_calico_py.core import cancel, files
+from cni_calico_py.core import files, locks
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.logs import log
 from cni_calico_py.core.results import IPAddress
@@ -33,7 +31,6 @@ from .store import Reservation
 
 TMP_PREFIX = files.TEMP_PREFIX
 PROBE_PREFIX = ".probe-"
-LOCK_POLL_SECONDS = 0.005
 # STATUS writes this much to prove an ADD could write its record: a record
 # with a netns path as long as Linux allows and a long container ID.
 PROBE_RECORD = Reservation("c" * 1024, "eth0" + "x" * 11, "/" + "n" * 4095, 0.0)
@@ -58,34 +55,14 @@ class DiskStore:
         except OSError as err:
             raise CNIError(Code.IO_FAILURE, f"cannot create the IPAM store {self.directory}: "
                            f"{err.strerror}", self.directory) from None
-        # flock dies with its holder, so a killed process never leaves the store
-        # locked; a soft (marker file) lock would, hence no fallback to one.
-        lock = filelock.FileLock(self.lock_path, timeout=self.lock_timeout,
-                                 fallback_to_soft=False)
-        try:
-            # filelock polls a held lock. Its default 50 ms between tries
-            # dominates a burst of ADDs that each hold the lock a few ms; 1 ms
-            # burns the CPU the holder needs (measured: 64 ADDs at once take
-            # 1.25 s at 5 ms, 1.5 s at 50 ms, 1.7 s at 1 ms).
-            lock.acquire(poll_interval=LOCK_POLL_SECONDS, cancel_check=cancel.caller_gone)
-        except filelock.Timeout:
-            cancel.check("the IPAM store lock was taken")
-            raise CNIError(
-                Code.TRY_AGAIN_LATER,
-                f"the IPAM store lock {self.lock_path} is still held by another process after "
-                f"{self.lock_timeout:g} s (ipam.lockTimeoutSeconds); try again later",
-                self.lock_path,
-            ) from None
-        except OSError as err:
-            raise CNIError(Code.IO_FAILURE, f"cannot lock the IPAM store {self.lock_path}: "
-                           f"{err.strerror or err}", self.lock_path) from None
-        try:
-            # A caller gone while this waited must not have its request run now.
-            cancel.check("the IPAM store lock was taken")
+        with locks.held(
+            self.lock_path, self.lock_timeout,
+            busy=f"the IPAM store lock {self.lock_path} is still held by another process after "
+                 f"{self.lock_timeout:g} s (ipam.lockTimeoutSeconds); try again later",
+            where="the IPAM store lock was taken",
+        ):
             self._remove_stray_temp_files()
             yield
-        finally:
-            lock.release()
 
     def reservations(self) -> dict[IPAddress, Reservation]:
         found: dict[IPAddress, Reservation] = {}

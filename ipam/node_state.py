@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from ipaddress import IPv4Network
 
-from cni_calico_py.core import files
+from cni_calico_py.core import files, locks
 from cni_calico_py.core.errors import CNIError, Code
 
 FORMAT = 1
@@ -78,16 +78,8 @@ def write(path: str, state: NodeState) -> None:
 @contextmanager
 def locked(path: str, timeout: float = 10.0) -> Iterator[None]:
     """Serialises the daemon's resync and an ADD's claim of a new block."""
-    import filelock
-
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    lock = filelock.FileLock(f"{path}.lock", timeout=timeout, fallback_to_soft=False)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise CNIError(Code.TRY_AGAIN_LATER, f"the node state lock {path}.lock is held by another "
-                       f"process after {timeout:g} s; try again later", path) from None
-    try:
+    with locks.held(f"{path}.lock", timeout, where="the node state lock was taken",
+                    busy=f"the node state lock {path}.lock is held by another process after "
+                         f"{timeout:g} s; try again later"):
         yield
-    finally:
-        lock.release()

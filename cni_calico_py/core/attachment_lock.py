@@ -25,17 +25,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
-import filelock
-
-from . import cancel
+from . import locks
 from .errors import CNIError, Code
 
 DIRECTORY_ENV = "CALICO_PY_ATTACHMENT_LOCKS"
 DEFAULT_DIRECTORY = "/run/calico-py/attachments"
 WAIT_SECONDS = 120.0
-POLL_SECONDS = 0.005
 
 
 def lock_path(network: str, container_id: str, ifname: str) -> str:
@@ -54,26 +51,10 @@ def held(network: str, container_id: str, ifname: str, verb: str) -> Iterator[No
     except OSError as err:
         raise CNIError(Code.IO_FAILURE, f"cannot create the attachment lock directory "
                        f"{os.path.dirname(path)}: {err.strerror}", path) from None
-    lock = filelock.FileLock(path, timeout=WAIT_SECONDS, fallback_to_soft=False)
-    try:
-        lock.acquire(poll_interval=POLL_SECONDS, cancel_check=cancel.caller_gone)
-    except filelock.Timeout:
-        cancel.check(f"{verb} of container {container_id} ifname {ifname} started")
-        raise CNIError(
-            Code.TRY_AGAIN_LATER,
-            f"another operation on container {container_id} ifname {ifname} in network "
-            f"{network} still runs after {WAIT_SECONDS:g} s; try {verb} again later",
-            path,
-        ) from None
-    except OSError as err:
-        raise CNIError(Code.IO_FAILURE, f"cannot lock the attachment {path}: "
-                       f"{err.strerror or err}", path) from None
-    try:
-        # The caller may have gone while this waited: its runtime has moved on
-        # (to a DEL, perhaps already done), so the request must not start now.
-        cancel.check(f"{verb} of container {container_id} ifname {ifname} started")
+    with locks.held(
+        path, WAIT_SECONDS, remove=True,
+        busy=f"another operation on container {container_id} ifname {ifname} in network "
+             f"{network} still runs after {WAIT_SECONDS:g} s; try {verb} again later",
+        where=f"{verb} of container {container_id} ifname {ifname} started",
+    ):
         yield
-    finally:
-        with suppress(OSError):
-            os.unlink(path)
-        lock.release()
