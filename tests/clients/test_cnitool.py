@@ -55,7 +55,7 @@ GO_TOOLS = REPO / "scripts" / "go-tools.sh"
 
 @pytest.fixture(scope="session")
 def cnitool() -> Path:
-    """cnitool, built once per machine (about 20 s) by scripts/go-tools.sh."""
+    """cnitool, built once per machine (20-30 s) by scripts/go-tools.sh."""
     proc = subprocess.run(["bash", str(GO_TOOLS), "cnitool"], capture_output=True, text=True,
                           timeout=1200)
     if proc.returncode != 0:
