@@ -14,9 +14,12 @@ def handle(request: Request) -> dict[str, Any] | None:
     version = decoding.check_version(raw, request.command)
     netconf = config.parse_netconf(raw)
     logs.configure(netconf.log_level, netconf.log_file_path)
+    # The pod's name and sandbox, so its history can be followed by name in the log.
     logs.log.info(
-        "%s container=%s ifname=%s netns=%s",
+        "%s container=%s ifname=%s netns=%s pod=%s/%s sandbox=%s uid=%s",
         request.command, request.container_id, request.ifname, request.netns,
+        request.pod_namespace or "-", request.pod_name or "-",
+        request.args.get("K8S_POD_INFRA_CONTAINER_ID", "-"), request.args.get("K8S_POD_UID", "-"),
     )
     from . import commands
 

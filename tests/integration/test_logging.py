@@ -1,0 +1,31 @@
+"""The CNI log: a pod's requests can be followed by its name."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.cni_calls import Pod, netconf
+from tests.netns import Node
+
+pytestmark = pytest.mark.netns
+
+
+def test_add_and_del_log_the_pod_and_its_sandbox(node: Node, plugin_exe: str, cni_path: str,
+                                                   tmp_path: Path) -> None:
+    log_file = tmp_path / "cni.log"
+    sandbox = f"s{uuid.uuid4().hex[:12]}"
+    pod = Pod(node=node, exe=plugin_exe, cni_path=cni_path,
+              conf=netconf(tmp_path, log_level="info", log_file_path=str(log_file)),
+              netns=node.add_pod(), container_id=sandbox,
+              args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;"
+                   f"K8S_POD_INFRA_CONTAINER_ID={sandbox};K8S_POD_UID=u-1")
+    pod.add()
+    assert pod.delete()[0] == 0
+    lines = [line for line in log_file.read_text().splitlines() if "pod=shop/web-0" in line]
+    verbs = [line.split(": ", 1)[1].split()[0] for line in lines]
+    assert verbs == ["ADD", "DEL"], lines
+    assert all(f"sandbox={sandbox}" in line and "uid=u-1" in line and " INFO " in line
+               for line in lines)
