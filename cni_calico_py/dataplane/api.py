@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core.results import IPAddress, Route
-from .inspect import Made
 from .veth import LinkFacts
+
+if TYPE_CHECKING:
+    from .inspect import Made
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 from ..core.errors import CNIError, Code
 from ..core.logs import log
 from ..core.results import IPAddress, Route
-from . import addressing, inspect, netlink, netns, sysctl, veth
+from . import addressing, netlink, netns, sysctl, veth
 from .api import Pod
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from ..core.rtnl import Rtnl
+    from .inspect import Made
 
 
 class LinuxDataplane:
@@ -58,7 +59,9 @@ class LinuxDataplane:
     def remove_orphan(self, host_name: str, addresses: Sequence[IPAddress]) -> bool:
         return veth.delete_host_end_routing(self._node(), host_name, addresses)
 
-    def inspect(self, made: inspect.Made) -> list[str]:
+    def inspect(self, made: Made) -> list[str]:
+        from . import inspect  # CHECK's alone: kept off ADD's and DEL's start-up
+
         host = self._node()
         with netlink.pod_handle(made.netns_path) as pod_handle:
             return inspect.problems(host, pod_handle, made)
