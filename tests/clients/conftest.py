@@ -30,11 +30,12 @@ from .helpers import (
     write_json,
 )
 from .images import busybox_rootfs, docker_archive
+from .node_runtime import SANDBOX_IMAGE
 
 GO_CLIENT = Path(__file__).with_name("go") / "libcni-client"
 LIBCNI_SOURCE = Path("/usr/share/gocode/src/github.com/containernetworking/cni/libcni")
 LOOPBACK = Path("/usr/lib/cni/loopback")
-SANDBOX_IMAGE = "localhost/calico-py-e2e/sandbox:1"
+PORTMAP = Path("/usr/lib/cni/portmap")
 
 # Test-only blocks: nothing on these machines routes 10.253.64.0/24.
 CRI_BLOCK = "10.253.64.0/26"
@@ -49,17 +50,19 @@ def bin_dir(installed_bin: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def runtime_bin_dir(installed_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CNI bin dir for the runtimes: the installed programs and Debian's loopback.
+    """A CNI bin dir for the runtimes: the installed programs, Debian's loopback and portmap.
 
     The links point at the real executable, so the dir still works where a
     test bind-mounts it over /opt/cni/bin.
     """
-    if not LOOPBACK.exists():
-        pytest.fail(f"{LOOPBACK} is missing: apt-get install containernetworking-plugins")
+    for reference in (LOOPBACK, PORTMAP):
+        if not reference.exists():
+            pytest.fail(f"{reference} is missing: apt-get install containernetworking-plugins")
     path = tmp_path_factory.mktemp("cni-bin")
     for program in PROGRAMS:
         (path / program).symlink_to(os.path.realpath(installed_bin / program))
     shutil.copy2(LOOPBACK, path / "loopback")
+    shutil.copy2(PORTMAP, path / "portmap")
     if IPAM_TYPE not in PROGRAMS:
         shutil.copy2(REFERENCE_PLUGINS / IPAM_TYPE, path / IPAM_TYPE)
     return path

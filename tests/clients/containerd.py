@@ -45,8 +45,12 @@ disabled_plugins = [
 [debug]
   level = "info"
 
+[plugins."io.containerd.runtime.v1.linux"]
+  runtime_root = "{state}/runtime-v1"
+
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
+  netns_mounts_under_state_dir = true
   restrict_oom_score_adj = true
   enable_selinux = false
   stream_server_address = "127.0.0.1"
@@ -65,7 +69,8 @@ disabled_plugins = [
 
 class Containerd:
     def __init__(self, base: Path, cni_bin_dir: Path, cni_conf_dir: Path,
-                 sandbox_image: str, env: dict[str, str] | None = None) -> None:
+                 sandbox_image: str, env: dict[str, str] | None = None,
+                 netns: str | None = None) -> None:
         self.containerd = require("containerd", "containerd")
         self.ctr_path = require("ctr", "containerd")
         require("runc", "runc")
@@ -76,6 +81,10 @@ class Containerd:
         self.cni_bin_dir = cni_bin_dir
         self.cni_conf_dir = cni_conf_dir
         self.sandbox_image = sandbox_image
+        # A node namespace to run in (its path): the pods' host-side veths and
+        # routes then land there. nsenter, not `ip netns exec`, which remounts
+        # /sys and hides the cgroup v1 hierarchy runc needs.
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
         # The daemon's environment is what its CNI plugins get.
         self.env = {**os.environ, **(env or {})}
@@ -90,8 +99,9 @@ class Containerd:
             cni_conf_dir=self.cni_conf_dir,
         ))
         with self.log.open("ab") as log:
+            prefix = [require("nsenter", "util-linux"), f"--net={self.netns}"] if self.netns else []
             self.proc = subprocess.Popen(
-                [self.containerd, "--config", str(self.config)],
+                [*prefix, self.containerd, "--config", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 env=self.env,
             )

@@ -92,6 +92,13 @@ def conflist(name: str, subnet: str, data_dir: Path, log_file: Path,
     }
 
 
+def with_portmap(conf: dict[str, Any]) -> dict[str, Any]:
+    """`conf` chained with the reference portmap, as Calico's own conflist ships it."""
+    return {**conf, "plugins": [*conf["plugins"],
+                                {"type": "portmap", "snat": True,
+                                 "capabilities": {"portMappings": True}}]}
+
+
 def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
