@@ -29,3 +29,19 @@ def test_add_and_del_log_the_pod_and_its_sandbox(node: Node, plugin_exe: str, cn
     assert verbs == ["ADD", "DEL"], lines
     assert all(f"sandbox={sandbox}" in line and "uid=u-1" in line and " INFO " in line
                for line in lines)
+
+
+def test_debug_log_records_every_cni_arg_and_capability(node: Node, plugin_exe: str, cni_path: str,
+                                                         tmp_path: Path) -> None:
+    log_file = tmp_path / "cni.log"
+    conf = netconf(tmp_path, log_level="debug", log_file_path=str(log_file))
+    conf["runtimeConfig"] = {"portMappings": [], "dns": {"servers": ["10.96.0.10"]}}
+    pod = Pod(node=node, exe=plugin_exe, cni_path=cni_path, conf=conf,
+              netns=node.add_pod(), container_id=f"s{uuid.uuid4().hex[:12]}",
+              args="K8S_POD_UID=u-2;IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_NAMESPACE=shop")
+    pod.add()
+    assert pod.delete()[0] == 0
+    lines = [line for line in log_file.read_text().splitlines() if " CNI_ARGS " in line]
+    assert [line.split(": ", 1)[1].split()[0] for line in lines] == ["ADD", "DEL"], lines
+    assert all("IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_NAMESPACE=shop;K8S_POD_UID=u-2" in line
+               and "capabilities=dns,portMappings" in line and " DEBUG " in line for line in lines)
