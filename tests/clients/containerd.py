@@ -20,6 +20,7 @@ from tests.netns import wait_for
 from .helpers import require, run
 
 RUN_CONTAINERD = Path("/run/containerd")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 K8S_NAMESPACE = "k8s.io"
 
 CONFIG = """\
@@ -131,8 +132,32 @@ class Containerd:
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def restart(self) -> None:
+        """Stop the daemon alone and start it again: the shims, hence the pods, live on."""
+        self._stop_daemon()
+        self.start()
+
     def stop(self) -> None:
-        """Stop the daemon and the shims it started (by PID), then clean /run/containerd."""
+        """Stop the daemon, the shims it started and their containers, then clean up.
+
+        A shim killed leaves its container's processes running; they and their
+        cgroups (`<hierarchy>/k8s.io/<container id>`) are removed by ID.
+        """
+        containers = self._container_ids()
+        self._stop_daemon()
+        self._kill_shims()
+        _remove_cgroups(containers)
+        self._unmount_leftovers()
+        if not self._run_existed:
+            shutil.rmtree(RUN_CONTAINERD, ignore_errors=True)
+
+    def _container_ids(self) -> list[str]:
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        listed = self.ctr("containers", "ls", "-q", check=False)
+        return listed.stdout.split() if listed.returncode == 0 else []
+
+    def _stop_daemon(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -140,10 +165,6 @@ class Containerd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        self._kill_shims()
-        self._unmount_leftovers()
-        if not self._run_existed:
-            shutil.rmtree(RUN_CONTAINERD, ignore_errors=True)
 
     def _kill_shims(self) -> None:
         # Shims run in sessions of their own; ours are those whose command
@@ -165,6 +186,22 @@ class Containerd:
             targets = [line.split()[1] for line in mounts]
         for target in sorted((t for t in targets if t.startswith(base)), key=len, reverse=True):
             run(["umount", "-l", target], check=False)
+
+
+def _remove_cgroups(containers: list[str]) -> None:
+    """Kill what runs in these containers' cgroups and remove the cgroups, in every hierarchy."""
+    groups = [group for container in containers
+              for group in CGROUP_ROOT.glob(f"*/{K8S_NAMESPACE}/{container}") if group.is_dir()]
+    for group in groups:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    for group in groups:
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda g=group: not (g / "cgroup.procs").read_text().strip(),
+                     f"the processes in {group} to exit", timeout=10)
+        with contextlib.suppress(OSError):
+            group.rmdir()
 
 
 def _pids() -> list[int]:

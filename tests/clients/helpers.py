@@ -44,6 +44,18 @@ def require(program: str, package: str) -> str:
     return path
 
 
+GO_TOOLS = Path(__file__).resolve().parents[2] / "scripts" / "go-tools.sh"
+
+
+def go_tool(program: str) -> Path:
+    """An upstream Go program built by scripts/go-tools.sh (cached: only a fresh machine builds)."""
+    proc = subprocess.run(["bash", str(GO_TOOLS), program], capture_output=True, text=True,
+                          timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/go-tools.sh {program} failed:\n{proc.stderr[-3000:]}")
+    return Path(proc.stdout.strip())
+
+
 def run(
     args: Sequence[str],
     *,

@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
 from tests.netns import Node, agent_status, ip_json
 
 from .helpers import (
@@ -39,6 +38,7 @@ from .helpers import (
     REFERENCE_PLUGINS,
     agent_env,
     conflist,
+    go_tool,
     ping,
     require,
     reservations,
@@ -50,17 +50,12 @@ from .helpers import (
 BLOCK = "10.253.65.64/26"
 ONE_ADDRESS = "10.253.65.128"  # the STATUS test's range: a block of one address
 GATEWAY = "169.254.1.1"
-GO_TOOLS = REPO / "scripts" / "go-tools.sh"
 
 
 @pytest.fixture(scope="session")
 def cnitool() -> Path:
     """cnitool, built once per machine (20-30 s) by scripts/go-tools.sh."""
-    proc = subprocess.run(["bash", str(GO_TOOLS), "cnitool"], capture_output=True, text=True,
-                          timeout=1200)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/go-tools.sh cnitool failed:\n{proc.stderr[-3000:]}")
-    return Path(proc.stdout.strip())
+    return go_tool("cnitool")
 
 
 def container_id(netns: str) -> str:
