@@ -69,12 +69,17 @@ def test_error_is_cni_json(installed_bin: Path) -> None:
 
 
 def test_packaged_conflist(
-    node: Node, installed_bin: Path, libcni_client: Path, tmp_path: Path,
+    node: Node, runtime_bin_dir: Path, libcni_client: Path, tmp_path: Path,
 ) -> None:
-    """The shipped conflist works as it is; only its state and log paths move to tmp."""
+    """The shipped conflist works as it is; only its state and log paths move to tmp.
+
+    It chains portmap after the plugin, as Calico's own does, so the bin dir
+    is a runtime's: the installed programs beside the reference plugins.
+    """
     packaged = json.loads(PACKAGED_CONFLIST.read_text())
     assert packaged["cniVersion"] == "1.0.0" and packaged["name"] == "calico-py"
-    (plugin,) = packaged["plugins"]
+    plugin, portmap = packaged["plugins"]
+    assert portmap == {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}
     assert plugin["type"] == "calico-py" and plugin["ipam"]["type"] == "calico-py-ipam"
     assert plugin["ipam"]["subnet"].endswith("/26")
     plugin["ipam"]["dataDir"] = str(tmp_path / "ipam")
@@ -82,7 +87,7 @@ def test_packaged_conflist(
     conf = tmp_path / "10-calico-py.conflist"
     conf.write_text(json.dumps(packaged))
     pod = node.add_pod()
-    base = [str(libcni_client), "-conflist", str(conf), "-path", str(installed_bin),
+    base = [str(libcni_client), "-conflist", str(conf), "-path", str(runtime_bin_dir),
             "-cache-dir", str(tmp_path / "cache"), "-netns", pod, "-id", "packaged"]
     env = agent_env(node.agent_socket)
     in_netns(node.name, *base, "validate", env=env)
