@@ -20,7 +20,8 @@ APT_PACKAGES=(
     golang-go
     golang-github-appc-cni-dev
     busybox-static
-    containernetworking-plugins
+    containernetworking-plugins   # loopback, and portmap (hostPort) chained after the plugin
+    iptables                      # portmap's DNAT rules
     iputils-ping
     iproute2
     util-linux                    # unshare, for `ctr run --cni` in a private mount namespace
