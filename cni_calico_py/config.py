@@ -33,7 +33,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .core import verdicts
+from .core import logs, verdicts
 from .core.decoding import path_problem
 
 if TYPE_CHECKING:
@@ -117,6 +117,9 @@ class NetConf:
     log_level: Literal["debug", "info", "warning", "error", "critical"] = field(
         default="warning", metadata={"before": _lower})
     log_file_path: str | None = field(default=None, metadata={"after": _usable_path})
+    # Calico's keys: the log file is rotated at this many MB, keeping this many old files.
+    log_file_max_size: int = field(default=logs.DEFAULT_MAX_SIZE_MB, metadata={"ge": 1, "le": 10240})
+    log_file_max_count: int = field(default=logs.DEFAULT_MAX_COUNT, metadata={"ge": 1, "le": 1000})
     container_settings: ContainerSettings = field(
         default=ContainerSettings(), metadata={"section": ContainerSettings})
     nodename: str | None = None

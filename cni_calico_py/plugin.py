@@ -13,7 +13,8 @@ def handle(request: Request) -> dict[str, Any] | None:
     raw = decoding.decode_json(request.stdin)
     version = decoding.check_version(raw, request.command)
     netconf = config.parse_netconf(raw)
-    logs.configure(netconf.log_level, netconf.log_file_path)
+    logs.configure(netconf.log_level, netconf.log_file_path,
+                   netconf.log_file_max_size, netconf.log_file_max_count)
     # The pod's name and sandbox, so its history can be followed by name in the log.
     logs.log.info(
         "%s container=%s ifname=%s netns=%s pod=%s/%s sandbox=%s uid=%s",

@@ -19,7 +19,19 @@ log = logging.getLogger(LOGGER_NAME)
 _configured_file: str | None = None
 
 
-def configure(level: str = "warning", path: str | None = None) -> None:
+# Calico's CNI plugin defaults: rotate at 100 MB, keep 10 old files.
+DEFAULT_MAX_SIZE_MB = 100
+DEFAULT_MAX_COUNT = 10
+
+
+def configure(level: str = "warning", path: str | None = None,
+              max_size_mb: int = DEFAULT_MAX_SIZE_MB, max_count: int = DEFAULT_MAX_COUNT) -> None:
+    """Log at `level` to `path` (else stderr), rotating `path` first when it is full.
+
+    Every request configures logging anew, cold process and agent worker
+    alike, and one request writes a few KB: so the size is checked here, at
+    the start of each request, not per record.
+    """
     global _configured_file
     root = logging.getLogger(LOGGER_NAME)
     for old in list(root.handlers):
@@ -29,6 +41,7 @@ def configure(level: str = "warning", path: str | None = None) -> None:
     if path:
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            _rotate_if_full(path, max_size_mb * 1024 * 1024, max_count)
             handler = logging.FileHandler(path)
             _configured_file = path
         except OSError as err:
@@ -42,6 +55,34 @@ def configure(level: str = "warning", path: str | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def _rotate_if_full(path: str, max_bytes: int, backups: int) -> None:
+    """Rename `path` to `path`.1 (and so on, keeping `backups`) once it holds `max_bytes`.
+
+    Many processes log to one file: the first to see it full rotates it while
+    holding an flock on it; the others, once they get the lock, find the
+    name pointing at a new file and leave it alone.
+    """
+    try:
+        if os.stat(path).st_size < max_bytes:
+            return
+    except OSError:
+        return
+    import fcntl
+    import logging.handlers  # only when rotating: it costs a cold request ~7 ms to import
+
+    with open(path, "ab") as full:
+        fcntl.flock(full, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino != os.fstat(full.fileno()).st_ino:
+                return
+        except OSError:
+            return
+        rotator = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes,
+                                                       backupCount=backups, delay=True)
+        rotator.doRollover()
+        rotator.close()
 
 
 def record_internal_error(summary: str, traceback_text: str) -> str:
