@@ -1,6 +1,7 @@
 # Build and install the PyInstaller executables and the network config.
 #
-#   make build                    # dist/calico-py.d/ (needs pyinstaller: pip install .[build])
+#   make build                    # dist/calico-py.d/ (with .venv's python: scripts/setup.sh
+#                                 # installs PyInstaller there; PYTHON=<python> for another)
 #   make install [DESTDIR=<dir>]  # <dir>/opt/cni/bin/calico-py{,-ipam}, <dir>/etc/cni/net.d/,
 #                                 # the agent's unit in <dir>/lib/systemd/system/ (not enabled)
 #   make uninstall [DESTDIR=<dir>]
@@ -14,7 +15,8 @@
 # from conf/ is kept, and the new one is put next to it as *.conflist.new,
 # which runtimes do not load.
 
-PYTHON      ?= python3
+# The project's virtualenv (scripts/setup.sh makes it, with PyInstaller), else python3.
+PYTHON      ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 DESTDIR     ?=
 CNI_BIN_DIR ?= /opt/cni/bin
 CNI_NET_DIR ?= /etc/cni/net.d

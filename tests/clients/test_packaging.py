@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,15 @@ def test_packaged_conflist(
     in_netns(node.name, *base, "check", env=env)
     in_netns(node.name, *base, "del", env=env)
     assert reservations(tmp_path / "ipam", "calico-py") == []
+
+
+def test_make_build_uses_the_projects_virtualenv(tmp_path: Path) -> None:
+    """`make build` as the README shows it, with no PYTHON=, builds with .venv's PyInstaller."""
+    repo = PACKAGED_CONFLIST.parents[1]
+    if not (repo / ".venv" / "bin" / "python").exists():
+        pytest.fail("no .venv: scripts/setup.sh makes it")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    plan = subprocess.run(["make", "-n", "-B", "build", f"DIST={tmp_path}/dist",
+                           f"BUILD={tmp_path}/build"], cwd=repo, env=env,
+                          capture_output=True, text=True, check=True).stdout
+    assert ".venv/bin/python -m PyInstaller" in plan, plan
