@@ -52,7 +52,10 @@ def _parser(program: str) -> argparse.ArgumentParser:
     )
     agent.add_argument("--json", action="store_true", help="status as JSON")
     agent.add_argument("--workers", type=int, default=None,
-                       help="requests served at once (default: twice the cores, at least 2)")
+                       help="requests served at once (default: four per core, at least 4)")
+    agent.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                       help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics "
+                       "(default: off)")
     node = sub.add_parser(
         "node", help="cluster mode: run the node daemon, show the cluster, detect the node IP")
     node.add_argument("action", choices=["run", "status", "detect-ip", "leave"],
@@ -102,14 +105,19 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
         return 1
 
 
-def _agent(action: str, path: str, as_json: bool, workers: int | None, stdout: TextIO) -> int:
+def _agent(action: str, path: str, as_json: bool, workers: int | None,
+           metrics_port: int | None, stdout: TextIO) -> int:
     from .agent import server
 
     if action == "run":
         if workers is not None and workers < 1:
             print("calico-py agent: --workers must be at least 1", file=sys.stderr)
             return 2
-        return server.serve_forever(path, workers)
+        if metrics_port is not None and not 1 <= metrics_port <= 65535:
+            print("calico-py agent: --metrics-port must be a port number, 1 to 65535",
+                  file=sys.stderr)
+            return 2
+        return server.serve_forever(path, workers, metrics_port)
     state = server.status(path)
     if state is None:
         stdout.write(f"agent: not running (nothing answers on {path})\n")
@@ -139,7 +147,8 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
         if path == OFF:
             print(f"calico-py agent: --socket {OFF!r} is not a socket path", file=sys.stderr)
             return 2
-        return _agent(options.action, path, options.json, options.workers, stdout)
+        return _agent(options.action, path, options.json, options.workers,
+                      options.metrics_port, stdout)
     if options.command == "node":
         return _node(options, stdout)
     if options.command == "ipam" and options.ipam_command == "show":

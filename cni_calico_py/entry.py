@@ -27,6 +27,16 @@ def _finish(code: int, out: str) -> None:
     os._exit(code)
 
 
+def _count_fallback() -> None:
+    """A request served here although an agent socket exists: the agent's metrics count it."""
+    from .agent import fallbacks
+    from .agent.framing import socket_path
+
+    path = socket_path(os.environ)
+    if path is not None and os.path.exists(path):
+        fallbacks.record(path, os.environ.get("CNI_COMMAND", "?"))
+
+
 def run() -> None:
     program = os.path.basename(sys.argv[0]) if sys.argv else "calico-py"
     if "CNI_COMMAND" not in os.environ:  # set but empty is a CNI request, and error 4
@@ -44,4 +54,5 @@ def run() -> None:
         from .main import serve_text
 
         served = serve_text(os.environ, stdin, program)
+        _count_fallback()
     _finish(*served)

@@ -18,13 +18,17 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import logs, versions
 from ..core.constants import IPAM_PLUGIN_NAME
 from . import framing
-from .stats import Stats
+from .fallbacks import fallback_file
+from .stats import Report, Stats
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 RESPAWN_PAUSE_SECONDS = 1.0
 
@@ -93,7 +97,8 @@ def default_workers() -> int:
     return max(4, 4 * (os.cpu_count() or 1))
 
 
-def serve_forever(path: str, workers: int | None = None) -> int:
+def serve_forever(path: str, workers: int | None = None, metrics_port: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; with `metrics_port`, Prometheus metrics on 127.0.0.1."""
     logs.configure("info")
     warm_up()
     # Workers are forked from this state: frozen objects stay out of the
@@ -101,7 +106,21 @@ def serve_forever(path: str, workers: int | None = None) -> int:
     gc.collect()
     gc.freeze()
     listener = _bind(path)
-    pool = _Pool(listener, workers or default_workers())
+    size = workers or default_workers()
+    metrics = None
+    if metrics_port is not None:
+        from .metrics import Metrics
+
+        metrics = Metrics(path, size)
+        try:
+            metrics.serve(metrics_port)
+        except OSError as err:
+            listener.close()
+            os.unlink(path)
+            raise SystemExit(f"calico-py agent: cannot serve metrics on 127.0.0.1:{metrics_port}: "
+                             f"{err.strerror or err}") from None
+        logs.log.info("agent: metrics on http://127.0.0.1:%d/metrics", metrics_port)
+    pool = _Pool(listener, size, metrics)
     stopping = False
 
     def stop(_signum: int, _frame: Any) -> None:
@@ -117,6 +136,9 @@ def serve_forever(path: str, workers: int | None = None) -> int:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        if metrics is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fallback_file(path))
         pool.stop()
         logs.log.info("agent %d stopped", os.getpid())
     return 0
@@ -125,10 +147,11 @@ def serve_forever(path: str, workers: int | None = None) -> int:
 class _Pool:
     """The workers, kept at full strength; their reports become the agent's figures."""
 
-    def __init__(self, listener: socket.socket, size: int) -> None:
+    def __init__(self, listener: socket.socket, size: int, metrics: Metrics | None = None) -> None:
         self.listener = listener
         self.size = size
         self.stats = Stats()
+        self.metrics = metrics
         self.started: dict[int, float] = {}  # worker pid: when it was forked
         self.refill_after = 0.0
         self.reports_r, self.reports_w = os.pipe()
@@ -190,7 +213,14 @@ class _Pool:
         self._pending += os.read(self.reports_r, 65536)
         *lines, self._pending = self._pending.split(b"\n")
         for line in lines:
-            _record(self.stats, line)
+            try:
+                report = Report.parse(line)
+            except ValueError:
+                logs.log.warning("agent: unreadable worker report %r", line)
+                continue
+            self.stats.record(report)
+            if self.metrics is not None:
+                self.metrics.record(report)
 
     def _answer_status(self) -> None:
         _, fds, _, _ = socket.recv_fds(self.handoff_r, 1, 1)
@@ -206,14 +236,6 @@ class _Pool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         signal.set_wakeup_fd(-1)
-
-
-def _record(stats: Stats, line: bytes) -> None:
-    try:
-        verb, code, millis = line.decode().split()
-        stats.record(verb, int(code), float(millis))
-    except ValueError:
-        logs.log.warning("agent: unreadable worker report %r", line)
 
 
 def status(path: str) -> dict[str, Any] | None:

@@ -5,11 +5,33 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
 
 _KEEP = 10_000
+
+
+@dataclass(frozen=True)
+class Report:
+    """One served request, as a worker tells the agent: one line on a pipe."""
+
+    verb: str
+    exit_code: int
+    cni_code: int  # 0 when it succeeded
+    millis: float
+    lock_wait_millis: float
+
+    def line(self) -> bytes:
+        return (f"{self.verb} {self.exit_code} {self.cni_code} {self.millis:.3f} "
+                f"{self.lock_wait_millis:.3f}\n").encode()
+
+    @classmethod
+    def parse(cls, line: bytes) -> Report:
+        """The report in `line`; ValueError when it is not one."""
+        verb, exit_code, cni_code, millis, waited = line.decode().split()
+        return cls(verb, int(exit_code), int(cni_code), float(millis), float(waited))
 
 
 class Stats:
@@ -19,11 +41,11 @@ class Stats:
         self.failed: Counter[str] = Counter()
         self.latencies: dict[str, deque[float]] = {}
 
-    def record(self, verb: str, exit_code: int, millis: float) -> None:
-        self.served[verb] += 1
-        if exit_code != 0:
-            self.failed[verb] += 1
-        self.latencies.setdefault(verb, deque(maxlen=_KEEP)).append(millis)
+    def record(self, report: Report) -> None:
+        self.served[report.verb] += 1
+        if report.exit_code != 0:
+            self.failed[report.verb] += 1
+        self.latencies.setdefault(report.verb, deque(maxlen=_KEEP)).append(report.millis)
 
     def snapshot(self, pid: int) -> dict[str, Any]:
         return {

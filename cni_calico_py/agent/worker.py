@@ -10,6 +10,7 @@ hung-request alarm, its request budget used up) is replaced by the agent.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import select
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 
 from ..core import cancel, logs
 from . import framing
+from .stats import Report
 
 # The whole request frame, from accept: a client trickling bytes holds a
 # worker this long at most. Callers send the frame in one go.
@@ -135,7 +137,10 @@ class Worker:
             return
         # The caller now waits for this answer and never runs the request itself.
         started = time.monotonic()
+        from ..core import locks
         from ..main import serve_text
+
+        locks.take_waited()
 
         cancel.watch(_hangup_probe(conn))
         try:
@@ -143,8 +148,21 @@ class Worker:
         finally:
             cancel.watch(None)
         millis = (time.monotonic() - started) * 1000
-        os.write(self.reports_w, f"{env.get('CNI_COMMAND', '?')} {code} {millis:.2f}\n".encode())
+        report = Report(env.get("CNI_COMMAND", "?"), code, _cni_code(code, out), millis,
+                        locks.take_waited() * 1000)
+        os.write(self.reports_w, report.line())
         framing.send_result(conn, code, out.encode())
+
+
+def _cni_code(exit_code: int, out: str) -> int:
+    """The CNI error code of a failed request (0 for success), from its error JSON."""
+    if exit_code == 0:
+        return 0
+    try:
+        code = json.loads(out).get("code")
+    except (ValueError, AttributeError):
+        return 999
+    return code if isinstance(code, int) else 999
 
 
 def _open_fds() -> int:

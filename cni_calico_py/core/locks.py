@@ -10,6 +10,7 @@ that has gone away stops the request (core/cancel.py).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -24,6 +25,16 @@ from .errors import CNIError, Code
 # 50 ms, 1.7 s at 1 ms).
 POLL_SECONDS = 0.005
 
+# Seconds this process has waited for locks since the last take_waited().
+_waited = 0.0
+
+
+def take_waited() -> float:
+    """The lock waits since the last call, for the agent's per-request figures."""
+    global _waited
+    waited, _waited = _waited, 0.0
+    return waited
+
 
 @contextmanager
 def held(path: str, timeout: float, *, busy: str, where: str, remove: bool = False,
@@ -36,7 +47,9 @@ def held(path: str, timeout: float, *, busy: str, where: str, remove: bool = Fal
     removed file sees it unlinked and tries again on a new one (filelock
     checks st_nlink after flock), so two holders never meet.
     """
+    global _waited
     lock = filelock.FileLock(path, timeout=timeout, fallback_to_soft=False)
+    started = time.monotonic()
     try:
         lock.acquire(poll_interval=poll, cancel_check=cancel.caller_gone)
     except filelock.Timeout:
@@ -45,6 +58,8 @@ def held(path: str, timeout: float, *, busy: str, where: str, remove: bool = Fal
     except OSError as err:
         raise CNIError(Code.IO_FAILURE, f"cannot lock {path}: {err.strerror or err}",
                        path) from None
+    finally:
+        _waited += time.monotonic() - started
     try:
         # The caller may have gone while this waited: its runtime has moved on
         # (to a DEL, perhaps already done), so the request must not start now.

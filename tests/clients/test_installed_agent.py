@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from cni_calico_py.agent import framing
 from tests.cni_calls import Pod, netconf
-from tests.netns import Node, make_node, running_agent
+from tests.netns import Node, inside, make_node, running_agent
 
 from .helpers import run
 
@@ -92,3 +93,17 @@ def test_status_never_takes_off_for_a_path(installed_bin: Path) -> None:
     proc = status(installed_bin / "calico-py", framing.OFF)
     assert " off" not in proc.stdout, proc.stdout
     assert proc.returncode == 0 or f"nothing answers on {framing.DEFAULT_SOCKET}" in proc.stdout
+
+
+def test_the_installed_agent_serves_metrics(
+    root: None, installed: Path, installed_bin: Path, tmp_path: Path
+) -> None:
+    """The frozen build carries prometheus_client: --metrics-port works as installed."""
+    sock = str(tmp_path / "agent.sock")
+    exe = installed_bin / "calico-py"
+    with make_node() as node, running_agent(
+            node, str(exe), sock, command=[str(exe), "agent", "--socket", sock,
+                                           "--metrics-port", "9466"]), inside(node.path), \
+            urllib.request.urlopen("http://127.0.0.1:9466/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    assert "calico_py_agent_workers " in text, text

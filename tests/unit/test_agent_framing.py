@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cni_calico_py.agent import client, framing, worker
-from cni_calico_py.agent.stats import Stats, percentiles
+from cni_calico_py.agent.stats import Report, Stats, percentiles
 from cni_calico_py.cli import run_cli
 from cni_calico_py.core import attachment_lock, versions
 from ipam import validation as ipam_validation
@@ -46,7 +46,8 @@ def test_a_peer_that_leaves_mid_frame():
 def test_stats_percentiles():
     stats = Stats()
     for millis in range(1, 101):
-        stats.record("ADD", 0 if millis % 10 else 1, float(millis))
+        failed = not millis % 10
+        stats.record(Report("ADD", int(failed), 7 if failed else 0, float(millis), 0.0))
     snapshot = stats.snapshot(pid=1)
     assert snapshot["served"] == {"ADD": 100} and snapshot["failed"] == {"ADD": 10}
     assert snapshot["latency_ms"]["ADD"] == {"p50": 51.0, "p90": 91.0, "p99": 100.0, "max": 100.0}
