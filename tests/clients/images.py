@@ -12,7 +12,9 @@ import io
 import json
 import shutil
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .helpers import require, run
 
@@ -55,15 +57,29 @@ def _layer(rootfs: Path) -> bytes:
     return buf.getvalue()
 
 
-def docker_archive(rootfs: Path, tar_path: Path, tag: str) -> Path:
-    """Write `rootfs` as a one-layer docker-archive image tagged `tag`."""
+def docker_archive(rootfs: Path, tar_path: Path, tag: str,
+                   entrypoint: Sequence[str] | None = tuple(SANDBOX_ENTRYPOINT),
+                   cmd: Sequence[str] | None = None, exposed_ports: Sequence[str] = ()) -> Path:
+    """Write `rootfs` as a one-layer docker-archive image tagged `tag`.
+
+    By default the image runs the sandbox's sleeper; `entrypoint` None leaves
+    the entrypoint out (as busybox's image does, running `cmd`), and
+    `exposed_ports` ("80/tcp") are listed as the image's own.
+    """
     layer = _layer(rootfs)
     layer_digest = hashlib.sha256(layer).hexdigest()
+    image_config: dict[str, Any] = {"Env": ["PATH=/bin"], "WorkingDir": "/"}
+    if entrypoint is not None:
+        image_config["Entrypoint"] = list(entrypoint)
+    if cmd is not None:
+        image_config["Cmd"] = list(cmd)
+    if exposed_ports:
+        image_config["ExposedPorts"] = {port: {} for port in exposed_ports}
     config = json.dumps({
         "architecture": "amd64",
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
-        "config": {"Entrypoint": SANDBOX_ENTRYPOINT, "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "tests/clients/images.py"}],
     }, sort_keys=True).encode()

@@ -1,0 +1,1 @@
+"""Upstream critest (cri-tools v1.37.0) against containerd with the installed plugin as its only network."""
