@@ -26,6 +26,7 @@ from .helpers import (
     REFERENCE_PLUGINS,
     HostState,
     conflist,
+    go_tool,
     require,
     write_json,
 )
@@ -87,6 +88,12 @@ def libcni_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"building the libcni client failed:\n{proc.stderr}")
     return out
+
+
+@pytest.fixture(scope="session")
+def crictl_exe() -> Path:
+    """Upstream crictl, built once per machine by scripts/go-tools.sh."""
+    return go_tool("crictl")
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,10 @@ def go_tool(program: str) -> Path:
                           timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"scripts/go-tools.sh {program} failed:\n{proc.stderr[-3000:]}")
-    return Path(proc.stdout.strip())
+    path = Path(proc.stdout.strip())
+    if not path.is_file():
+        pytest.fail(f"scripts/go-tools.sh {program} printed {str(path)!r}, which is no file")
+    return path
 
 
 def run(

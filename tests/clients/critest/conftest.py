@@ -10,19 +10,16 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.netns import wait_for
 
-from ..helpers import run
+from ..helpers import go_tool, run
 from .images import build_archives
 
-GO_TOOLS = REPO / "scripts" / "go-tools.sh"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The cgroup parent critest gives every sandbox when the runtime does not
 # answer RuntimeConfig, as containerd 1.6 does (cri-tools pkg/common/pod_config.go).
@@ -33,27 +30,10 @@ RUNTIME_ID = re.compile(r"[0-9a-f]{64}")
 CRITEST_SHM_SIZE = 1048576
 
 
-def _go_tool(program: str) -> Path:
-    proc = subprocess.run(["bash", str(GO_TOOLS), program], capture_output=True, text=True,
-                          timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/go-tools.sh {program} failed:\n{proc.stderr[-3000:]}")
-    path = Path(proc.stdout.strip())
-    if not path.is_file():
-        pytest.fail(f"scripts/go-tools.sh {program} printed {str(path)!r}, which is no file")
-    return path
-
-
 @pytest.fixture(scope="session")
 def critest() -> Path:
     """critest v1.37.0 (a Ginkgo test binary), built once per machine."""
-    return _go_tool("critest")
-
-
-@pytest.fixture(scope="session")
-def crictl() -> Path:
-    """crictl v1.37.0: removes whatever pods a failed critest run leaves."""
-    return _go_tool("crictl")
+    return go_tool("critest")
 
 
 @pytest.fixture(scope="session")

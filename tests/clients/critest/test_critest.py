@@ -29,7 +29,8 @@ import pytest
 
 from tests.netns import Node, agent_status, ip_json, make_node, running_agent
 
-from ..helpers import CNI_RESULT_CACHE, VETH_PREFIX, require, reservations, run
+from ..crictl import Crictl
+from ..helpers import CNI_RESULT_CACHE, VETH_PREFIX, require, reservations
 from ..node_runtime import NodeRuntime, node_containerd
 from .conftest import RUNTIME_ID, Machine
 
@@ -154,20 +155,9 @@ def _node_leftovers(node: Node, block: str) -> list[str]:
     return left
 
 
-def _remove_pods(crictl: Path, runtime: NodeRuntime) -> list[str]:
-    """Stop and remove whatever sandboxes critest left (each one a DEL), naming them."""
-    endpoint = f"unix://{runtime.containerd.socket}"
-    base = [str(crictl), "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
-            "--timeout", "60s"]
-    pods = run([*base, "pods", "-q"], check=False, timeout=90).stdout.split()
-    if pods:
-        run([*base, "rmp", "-f", *pods], check=False, timeout=300)
-    return [f"sandbox {pod}" for pod in pods]
-
-
 @pytest.mark.parametrize("mode", ["agent", "cold"])
 def test_critest_network_specs(
-    mode: str, critest: Path, crictl: Path, e2e_archives: dict[str, Path], rootfs: Path,
+    mode: str, critest: Path, crictl_exe: Path, e2e_archives: dict[str, Path], rootfs: Path,
     runtime_bin_dir: Path, installed_bin: Path, tmp_path: Path,
 ) -> None:
     """Every focused critest spec passes, and the plugin leaves the node as it found it."""
@@ -193,8 +183,9 @@ def test_critest_network_specs(
                     try:
                         specs, problems = _critest(critest, node, runtime, tmp_path)
                     finally:
-                        problems += [f"{left} left by critest (now removed)"
-                                     for left in _remove_pods(crictl, runtime)]
+                        left = Crictl(crictl_exe, runtime.containerd.socket).remove_all()
+                        problems += [f"sandbox {sandbox} left by critest (now removed)"
+                                     for sandbox in left]
                     if mode == "agent":
                         problems += _agent_served(exe, runtime)
                 held = reservations(runtime.ipam_dir, NETWORK)

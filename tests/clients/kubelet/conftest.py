@@ -18,9 +18,9 @@ import pytest
 
 from tests.netns import Node, make_node, running_agent, wait_for
 
+from ..crictl import Crictl, Sandbox
 from ..helpers import go_tool, reservations
 from ..node_runtime import SANDBOX_IMAGE, NodeRuntime, node_containerd
-from .crictl import Crictl, Sandbox
 from .kubelet import GLOBAL_SYSCTLS, Kubelet, static_pod
 
 # Test-only block, inside the node's namespace only.
@@ -99,11 +99,6 @@ SYSCTLS_BEFORE = {name: Path("/proc/sys", name).read_text().strip() for name in 
 @pytest.fixture(scope="session")
 def kubelet_exe() -> Path:
     return go_tool("kubelet")
-
-
-@pytest.fixture(scope="session")
-def crictl_exe() -> Path:
-    return go_tool("crictl")
 
 
 @pytest.fixture(scope="module", params=["agent", "cold"])

@@ -1,4 +1,4 @@
-"""What containerd's CRI says about the pods kubelet runs, read with upstream crictl."""
+"""containerd's pods as its CRI reports them, through upstream crictl (scripts/go-tools.sh)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..helpers import run
+from .helpers import run
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ class Crictl:
         """The ready sandboxes with an address, by pod name."""
         return {box.pod: box for box in self.sandboxes() if box.ready and box.ip}
 
-    def remove_all(self) -> None:
-        """Stop and remove every sandbox (each stop is a CNI DEL)."""
-        for box in self.sandboxes():
-            self("stopp", box.id, check=False)
-            self("rmp", "-f", box.id, check=False)
+    def remove_all(self) -> list[str]:
+        """Stop and remove every sandbox (each stop is a CNI DEL); the IDs of those there were."""
+        ids = (self("pods", "-q", check=False) or "").split()
+        for sandbox_id in ids:
+            self("stopp", sandbox_id, check=False)
+            self("rmp", "-f", sandbox_id, check=False)
+        return ids
