@@ -116,3 +116,17 @@ def _describe(route: Any) -> str:
 def _failure(action: str, block: IPNetwork, err: OSError) -> CNIError:
     return CNIError(Code.DATAPLANE_FAILURE, f"cannot {action} for block {block}: {err}",
                     str(block))
+
+
+class BirdBlackholes(NetlinkBlackholes):
+    """Cluster BGP modes: BIRD holds the blackhole of every block the node owns,
+    pods or not (`blackhole <block> proto bird`); the IPAM only checks it is there."""
+
+    def ensure(self, block: IPNetwork) -> None:
+        pass
+
+    def remove(self, block: IPNetwork) -> None:
+        pass
+
+    def present(self, block: IPNetwork) -> bool:
+        return bool(self._routes(block, type=_RTN_BLACKHOLE))

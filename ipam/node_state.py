@@ -22,6 +22,9 @@ from cni_calico_py.core import files, locks
 from cni_calico_py.core.errors import CNIError, Code
 
 FORMAT = 1
+# Encapsulation modes where BIRD, not the IPAM, holds the `blackhole <block>`
+# route of each of the node's blocks (for as long as the node owns the block).
+BIRD_MODES = ("Off", "IPIP", "IPIPCrossSubnet")
 DEFAULT_STATE_FILE = "/var/lib/calico-py/node-state.json"
 
 
@@ -42,6 +45,10 @@ class NodeState:
     @property
     def networks(self) -> list[IPv4Network]:
         return [IPv4Network(b) for b in self.blocks]
+
+    @property
+    def bird_holds_blackholes(self) -> bool:
+        return self.encapsulation in BIRD_MODES
 
     def with_blocks(self, blocks: list[IPv4Network]) -> NodeState:
         return replace(self, blocks=tuple(str(b) for b in blocks))

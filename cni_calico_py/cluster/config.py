@@ -42,7 +42,15 @@ class ClusterConfig(BaseModel):
     state_file: str = DEFAULT_STATE_FILE
     cni_conflist: str = DEFAULT_CONFLIST
     block_release_after_seconds: float = Field(default=600.0, gt=0)
-    resync_seconds: float = Field(default=3.0, gt=0)
+    # Changes arrive through an etcd watch; the resync re-reads everything (the safety net).
+    resync_seconds: float = Field(default=90.0, gt=0)
+    # The node's etcd lease: a node that stops renewing it is seen as down after this long.
+    node_lease_seconds: int = Field(default=60, ge=2, le=3600)
+    # A node down this long is taken out of the registry and its blocks freed; 0: never.
+    dead_node_release_seconds: float = Field(default=0.0, ge=0)
+    # Set on the nodes that are BGP route reflectors (e.g. 224.0.0.1); the others then
+    # peer with the reflectors only. Unset everywhere: a full mesh.
+    route_reflector_cluster_id: str | None = None
     bird_dir: str = "/run/calico-py/bird"
     # Where the pod MTU for the encapsulation goes; the conflist's mtu_file_path reads it.
     mtu_file: str = "/var/lib/calico/mtu"
@@ -66,6 +74,16 @@ class ClusterConfig(BaseModel):
     def _name(cls, value: str) -> str:
         if not _NODENAME.match(value):
             raise ValueError(f"{value!r} is not a node name: lower-case letters, digits, '-' and '.'")
+        return value
+
+    @field_validator("route_reflector_cluster_id")
+    @classmethod
+    def _cluster_id(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a cluster ID like 224.0.0.1") from None
         return value
 
     @model_validator(mode="after")

@@ -1,10 +1,16 @@
-"""`calico-py node run`: register the node, own its blocks, keep the node state current.
+"""`calico-py node run`: register the node, own its blocks, follow the cluster.
 
-Each resync (every `resync_seconds`):
-1. put the node's record (name, IP, AS, VTEP MAC) in the registry;
-2. read the blocks etcd says this node owns, claim one if there is none;
-3. write them to the node state file the IPAM reads on every ADD;
-4. give back blocks that have held no address for `block_release_after_seconds`.
+The daemon reads the cluster's prefix in etcd once, then follows it with a
+watch (watch.py); a change wakes it and it applies what changed, within
+milliseconds:
+1. claims a block if the node owns none;
+2. writes the node's blocks to the node state file the IPAM reads on every ADD;
+3. writes the node's record, only when it differs from what etcd holds;
+4. brings routes, VXLAN entries and BIRD in line (routing.py).
+Every `resync_seconds` it reads everything again and re-applies it whole (the
+safety net), and gives back blocks that have held no address for
+`block_release_after_seconds`. Idle, it writes nothing to etcd: the lease
+renewal (liveness.py) is not a write.
 
 etcd down: the node state stays as it was, so ADDs go on using the owned
 blocks; the daemon retries with a backoff and logs each attempt.
@@ -13,7 +19,6 @@ blocks; the daemon retries with a backoff and logs each attempt.
 from __future__ import annotations
 
 import ipaddress
-import os
 import signal
 import threading
 import time
@@ -23,18 +28,23 @@ from typing import TYPE_CHECKING, Any
 from ipam import node_state
 from ipam.node_state import NodeState
 
-from ..core import files
 from ..core.errors import CNIError
 from ..core.logs import log
-from . import bird, bird_config, overlay, peers
+from . import overlay, peers
+from .addresses import AddressMonitor
 from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
-from .datastore import Datastore, DatastoreUnavailable, NodeRecord, PoolExhausted
+from .datastore import Datastore, DatastoreUnavailable, Event, NodeRecord, PoolExhausted, View
+from .liveness import Liveness
+from .routing import Routing
+from .watch import Watch
 
 if TYPE_CHECKING:
     from ipam.api import PoolStore
 
 MAX_BACKOFF = 30.0
+# Changes arriving together (a node's block, record and lease) are applied once.
+SETTLE_SECONDS = 0.01
 
 
 class NodeDaemon:
@@ -43,14 +53,27 @@ class NodeDaemon:
         self.node_ip = node_ip
         self.datastore = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
         self.pool = conf.pool
+        self.routing = Routing(conf)
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+        self._view: View | None = None
+        self._watch: Watch | None = None
+        self._watch_ended: str | None = None
+        self._address_changed = True
+        self._down_since: dict[str, float] = {}
+        self._remover = False  # this node removes dead ones: the first live node by name
         # Idle blocks are first taken out of the node state (no new ADD uses
-        # them), and given back to the pool one resync later, if still empty.
+        # them), and given back to the pool one check later, if still empty.
         self._empty_since: dict[IPv4Network, float] = {}
         self._retiring: dict[IPv4Network, float] = {}
 
+    @property
+    def idle_check_seconds(self) -> float:
+        return min(self.conf.resync_seconds, max(self.conf.block_release_after_seconds / 4, 0.5))
+
     def record(self, tunnel: str | None) -> NodeRecord:
         return NodeRecord(self.conf.nodename, self.node_ip, self.conf.as_number,
-                          vtep_mac(self.conf.nodename), tunnel)
+                          vtep_mac(self.conf.nodename), tunnel, self.conf.route_reflector_cluster_id)
 
     def base_state(self, tunnel: str | None) -> NodeState:
         c = self.conf
@@ -73,19 +96,62 @@ class NodeDaemon:
             log.info("node IP changed from %s to %s", self.node_ip, found)
             self.node_ip = found
 
-    def sync(self) -> NodeState:
-        """One resync; raises DatastoreUnavailable when etcd does not answer."""
+    # -- what the daemon knows of the cluster
+    def refresh(self, watch: bool = True) -> None:
+        """Read the whole prefix (the safety net); start the watch after it if none runs."""
+        view = self.datastore.snapshot()
+        with self._lock:
+            self._view = view
+        if watch and (self._watch is None or not self._watch.alive()):
+            self._watch_ended = None
+            self._watch = Watch(self.conf.etcd_endpoints, self.conf.etcd_prefix, view.revision + 1,
+                                self.conf.etcd_timeout_seconds, self._on_events, self._on_watch_end)
+            self._watch.start()
+
+    def _on_events(self, events: list[Event]) -> None:
+        with self._lock:
+            changed = self._view is not None and self._view.apply(events)
+        if changed:
+            self.wake.set()
+
+    def _on_watch_end(self, reason: str) -> None:
+        self._watch_ended = reason
+        self.wake.set()
+
+    def _known(self) -> tuple[list[NodeRecord], dict[IPv4Network, str], set[str]]:
+        with self._lock:
+            if self._view is None:
+                self._view = self.datastore.snapshot()
+            return self._view.nodes(), self._view.owners(), self._view.alive()
+
+    def _learn(self, key: str, value: bytes | None) -> None:
+        """What this daemon just wrote, before its watch event arrives."""
+        with self._lock:
+            if self._view is not None:
+                if value is None:
+                    self._view.kvs.pop(key, None)
+                else:
+                    self._view.kvs[key] = value
+
+    def sync(self, force: bool = False) -> NodeState:
+        """Apply what the daemon knows; raises DatastoreUnavailable when etcd does not answer."""
         name = self.conf.nodename
-        nodes = self.datastore.nodes()
         with node_state.locked(self.conf.state_file):
-            owners = self.datastore.blocks()
+            previous = node_state.read(self.conf.state_file)
+            nodes, owners, alive = self._known()
+            if previous and any(owners.get(b) != name for b in previous.networks):
+                # An ADD claimed a block the watch has not brought yet (or the node
+                # was removed): ask etcd itself before writing the state.
+                self.refresh(watch=False)
+                nodes, owners, alive = self._known()
             owned = sorted(b for b, o in owners.items() if o == name and b.subnet_of(self.pool))
             if not owned:
                 block = self.datastore.claim_block(name, self.pool, self.conf.block_size)
                 owners[block] = name
                 owned = [block]
+                self._learn(f"blocks/{block.network_address}-{block.prefixlen}",
+                            f'{{"node": "{name}"}}'.encode())
             tunnel = self._tunnel_address(owned, nodes)
-            previous = node_state.read(self.conf.state_file)
             # The first block is the node's home: it is never released.
             active = home_first([b for b in owned if b not in self._retiring], tunnel,
                                 previous.networks if previous else [])
@@ -95,9 +161,12 @@ class NodeDaemon:
                 log.info("node %s (%s) blocks: %s%s", name, state.node_ip, ", ".join(state.blocks),
                          f"; tunnel address {tunnel}" if tunnel else "")
         me = self.record(state.tunnel_address)
-        self.datastore.register_node(me)
-        self._release_idle(active)
-        self._route(me, [n for n in nodes if n.name != name] + [me], owners)
+        if next((n for n in nodes if n.name == name), None) != me:
+            self.datastore.register_node(me)
+            self._learn(f"nodes/{name}", me.to_json().encode())
+        everyone = [n for n in nodes if n.name != name] + [me]
+        self.routing.apply(me, everyone, owners, force)
+        self._follow_liveness(everyone, alive)
         return state
 
     def _tunnel_address(self, owned: list[IPv4Network],
@@ -111,25 +180,38 @@ class NodeDaemon:
             return ipaddress.IPv4Address(registered)
         return peers.tunnel_address(owned)
 
-    def _route(self, me: NodeRecord, nodes: list[NodeRecord],
-               owners: dict[IPv4Network, str]) -> None:
-        mtu = overlay.apply(self.conf.encapsulation, me, nodes, owners, self.pool)
-        routing_daemon = bird.Bird(self.conf.bird_dir)
-        if self.conf.encapsulation == "Off":
-            text = bird_config.render(me, nodes, self.pool, self.conf.as_number,
-                                      os.path.join(self.conf.bird_dir, "bird.log"))
-            outcome = routing_daemon.apply(text)
-            if outcome != "unchanged":
-                log.info("BIRD %s with %d peer(s)", outcome, len(nodes) - 1)
-        elif routing_daemon.running():
-            routing_daemon.stop()
-        _write_if_changed(self.conf.mtu_file, f"{mtu}\n")
+    # -- nodes that died without `leave`
+    def _follow_liveness(self, nodes: list[NodeRecord], alive: set[str]) -> None:
+        """Log nodes going down and up; after `dead_node_release_seconds` (if set) the first
+        live node in name order takes a dead one out of the registry and frees its blocks."""
+        now = time.monotonic()
+        names = {n.name for n in nodes}
+        for name in sorted(names - alive - {self.conf.nodename}):
+            if name not in self._down_since:
+                self._down_since[name] = now
+                log.warning("node %s is down: its lease ran out (or it never took one)", name)
+        for name in list(self._down_since):
+            if name in alive or name not in names:
+                del self._down_since[name]
+                log.info("node %s is %s", name, "up again" if name in alive else "gone")
+        limit = self.conf.dead_node_release_seconds
+        self._remover = bool(limit) and min(alive | {self.conf.nodename}) == self.conf.nodename
+        if not self._remover:
+            return
+        for name, since in list(self._down_since.items()):
+            if now - since >= limit:
+                released = self.datastore.remove_node(name)
+                del self._down_since[name]
+                log.warning("node %s down for %.0f s: removed, blocks released: %s", name,
+                            now - since, ", ".join(map(str, released)) or "none")
 
     # -- giving idle blocks back
-    def _release_idle(self, active: list[IPv4Network]) -> None:
+    def release_idle(self) -> None:
         store = _pool_store(self.conf.cni_conflist)
-        if store is None:
+        state = node_state.read(self.conf.state_file)
+        if store is None or state is None:
             return
+        active = state.networks
         held, lock = store.held, store.locked
         now = time.monotonic()
         addresses = held()
@@ -153,7 +235,7 @@ class NodeDaemon:
                 log.info("block %s idle for %.0f s: no new addresses from it", block,
                          self.conf.block_release_after_seconds)
         for block, since in list(self._retiring.items()):
-            if block in idle or now - since < self.conf.resync_seconds:
+            if block in idle or now - since < self.idle_check_seconds:
                 continue
             with lock():
                 if any(a in block for a in held()):
@@ -163,30 +245,60 @@ class NodeDaemon:
                 self.datastore.release_block(block, self.conf.nodename)
                 del self._retiring[block]
 
+    def _removal_due(self) -> float:
+        """When the next dead node is due for removal (monotonic time), or never."""
+        limit = self.conf.dead_node_release_seconds
+        if not self._remover or not self._down_since:
+            return float("inf")
+        return min(self._down_since.values()) + limit
+
     # -- the loop
+    def on_address_change(self) -> None:
+        self._address_changed = True
+        self.wake.set()
+
     def run(self, stop: threading.Event) -> None:
         delay = 1.0
+        next_refresh = next_idle_check = time.monotonic()
         while not stop.is_set():
+            now = time.monotonic()
+            force = now >= next_refresh or self._watch_ended is not None
             try:
-                self.redetect_ip()
-                self.sync()
+                if self._watch_ended is not None:
+                    log.info("re-reading the cluster: %s", self._watch_ended)
+                if force:
+                    self.refresh()
+                    next_refresh = now + self.conf.resync_seconds
+                if self._address_changed:
+                    self._address_changed = False
+                    self.redetect_ip()
+                self.sync(force)
+                if now >= next_idle_check:
+                    self.release_idle()
+                    next_idle_check = now + self.idle_check_seconds
                 delay = 1.0
-                stop.wait(self.conf.resync_seconds)
             except DatastoreUnavailable as err:
                 log.warning("%s; pods keep working on blocks already owned; retrying in %.0f s",
                             err, delay)
-                stop.wait(delay)
+                next_refresh = time.monotonic() + delay
                 delay = min(delay * 2, MAX_BACKOFF)
             except PoolExhausted as err:
                 log.error("node %s owns no block: %s; retrying in %.0f s", self.conf.nodename,
                           err, MAX_BACKOFF)
-                stop.wait(MAX_BACKOFF)
+                next_refresh = time.monotonic() + MAX_BACKOFF
             except Exception:
                 # A failed route or BIRD step must not end the daemon: pods on
                 # this node keep working, and the next resync tries again.
                 log.exception("resync failed; retrying in %.0f s", delay)
-                stop.wait(delay)
+                next_refresh = time.monotonic() + delay
                 delay = min(delay * 2, MAX_BACKOFF)
+            timeout = max(min(next_refresh, next_idle_check, self._removal_due()) - time.monotonic(), 0.0)
+            if self.wake.wait(timeout) and not stop.is_set():
+                stop.wait(SETTLE_SECONDS)
+            self.wake.clear()
+        if self._watch is not None:
+            self._watch.stop()
+        self.routing.close()
 
 
 def _pool_store(conflist: str) -> PoolStore | None:
@@ -200,34 +312,34 @@ def _pool_store(conflist: str) -> PoolStore | None:
         return None
 
 
-def _write_if_changed(path: str, text: str) -> None:
-    try:
-        with open(path, encoding="utf-8") as file:
-            if file.read() == text:
-                return
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    files.replace(path, text)
-    log.info("pod MTU %s written to %s", text.strip(), path)
-
-
 def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
     overlay.preflight(conf.encapsulation)
     daemon = NodeDaemon(conf, node_ip)
     if once:
-        state = daemon.sync()
+        daemon.refresh(watch=False)
+        state = daemon.sync(force=True)
+        daemon.routing.close()
         log.info("node %s synced once: blocks %s", state.nodename, ", ".join(state.blocks))
         return 0
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
+        daemon.wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("node %s (%s) starting against %s", conf.nodename, node_ip,
              ", ".join(conf.etcd_endpoints))
+    AddressMonitor(daemon.on_address_change).start()
+    # Its own client: the lease is renewed from another thread.
+    liveness = Liveness(Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds),
+                        conf.nodename, conf.node_lease_seconds)
+    try:
+        liveness.renew()
+    except DatastoreUnavailable as err:
+        log.warning("node %s: no lease yet: %s", conf.nodename, err)
+    liveness.start(stop)
     daemon.run(stop)
     log.info("node %s stopped", conf.nodename)
     return 0

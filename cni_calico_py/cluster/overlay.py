@@ -2,8 +2,9 @@
 
 Every route made here carries the plugin's protocol number and a gateway,
 which tells it apart from pod routes (no gateway) and the blackhole routes
-(type blackhole); whatever of ours is not in the plan is removed, so a node
-that leaves the registry, or changes its IP, is followed within one resync.
+(type blackhole). A change is applied as the difference from the plan last
+applied; the periodic resync applies the whole plan and removes whatever of
+ours is not in it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,6 @@ from ..core.constants import MAIN_TABLE, ROUTE_PROTO
 from ..core.logs import log
 from ..dataplane.netlink import iproute_class
 from . import peers
-from .datastore import NodeRecord
 from .peers import IPIP_DEVICE, VXLAN_DEVICE, RemoteRoute, VxlanPeer
 
 if TYPE_CHECKING:
@@ -30,6 +29,7 @@ VXLAN_PORT = 4789
 _RTNH_F_ONLINK = 4
 _NTF_SELF = 2
 _NUD_PERMANENT = 0x80
+_RTN_BLACKHOLE = 6
 
 
 class OverlayError(Exception):
@@ -117,15 +117,17 @@ class Overlay:
                 self.ipr.addr("del", index=index, address=other, prefixlen=a["prefixlen"])
 
     # -- VXLAN peers
-    def sync_vxlan_peers(self, peers: tuple[VxlanPeer, ...]) -> None:
+    def sync_vxlan_peers(self, peers: tuple[VxlanPeer, ...],
+                         previous: tuple[VxlanPeer, ...] | None = None) -> None:
+        """Make the entries match `peers`: only the changes since `previous`, or all of them."""
         index = self._index(VXLAN_DEVICE)
         if index is None:
             return
+        if previous is not None:
+            self._update_vxlan_peers(index, peers, previous)
+            return
         for peer in peers:
-            self.ipr.neigh("replace", ifindex=index, dst=str(peer.tunnel_address),
-                           lladdr=peer.vtep_mac, state=_NUD_PERMANENT)
-            self.ipr.fdb("replace", ifindex=index, lladdr=peer.vtep_mac, dst=str(peer.node_ip),
-                         flags=_NTF_SELF, state=_NUD_PERMANENT)
+            self._add_vxlan_peer(index, peer)
         wanted_neigh = {str(p.tunnel_address) for p in peers}
         for entry in self.ipr.neigh("dump", ifindex=index, family=socket.AF_INET):
             dst = entry.get("NDA_DST")
@@ -137,23 +139,64 @@ class Overlay:
             if entry["ifindex"] == index and key[1] and key not in wanted_fdb:
                 self._quietly("fdb", "del", ifindex=index, lladdr=key[0], dst=key[1], flags=_NTF_SELF)
 
+    def _add_vxlan_peer(self, index: int, peer: VxlanPeer) -> None:
+        self.ipr.neigh("replace", ifindex=index, dst=str(peer.tunnel_address),
+                       lladdr=peer.vtep_mac, state=_NUD_PERMANENT)
+        self.ipr.fdb("replace", ifindex=index, lladdr=peer.vtep_mac, dst=str(peer.node_ip),
+                     flags=_NTF_SELF, state=_NUD_PERMANENT)
+
+    def _update_vxlan_peers(self, index: int, peers: tuple[VxlanPeer, ...],
+                            previous: tuple[VxlanPeer, ...]) -> None:
+        wanted_neigh = {str(p.tunnel_address) for p in peers}
+        wanted_fdb = {(p.vtep_mac.lower(), str(p.node_ip)) for p in peers}
+        for old in set(previous) - set(peers):
+            if str(old.tunnel_address) not in wanted_neigh:
+                self._quietly("neigh", "del", ifindex=index, dst=str(old.tunnel_address))
+            if (old.vtep_mac.lower(), str(old.node_ip)) not in wanted_fdb:
+                self._quietly("fdb", "del", ifindex=index, lladdr=old.vtep_mac, dst=str(old.node_ip),
+                              flags=_NTF_SELF)
+        for peer in set(peers) - set(previous):
+            self._add_vxlan_peer(index, peer)
+
     # -- routes
-    def sync_routes(self, routes: tuple[RemoteRoute, ...], pool: IPv4Network) -> None:
+    def sync_routes(self, routes: tuple[RemoteRoute, ...], pool: IPv4Network,
+                    previous: tuple[RemoteRoute, ...] | None = None) -> None:
+        """Make our routes match `routes`: only the changes since `previous`, or all of them."""
         wanted = {r.dst: r for r in routes}
-        for route in self.ipr.route("dump", family=socket.AF_INET):
-            dst = _dst(route)
-            if (route["proto"] == ROUTE_PROTO and route.get("gateway") and route["table"] == MAIN_TABLE
-                    and dst is not None and dst.subnet_of(pool) and dst not in wanted):
-                self._quietly("route", "del", dst=str(dst), gateway=route.get("gateway"),
-                              proto=ROUTE_PROTO)
-                log.info("removed route %s: no node owns it any more, or it moved", dst)
-        for route in routes:
+        if previous is None:
+            stale = [(dst, gw) for dst, gw in self._our_routes(pool) if dst not in wanted]
+            changed = list(routes)
+        else:
+            stale = [(r.dst, str(r.gateway)) for r in previous if r.dst not in wanted]
+            changed = [r for r in routes if r not in set(previous)]
+        for dst, gateway in stale:
+            self._quietly("route", "del", dst=str(dst), gateway=gateway, proto=ROUTE_PROTO)
+            log.info("removed route %s: no node owns it any more, or it moved", dst)
+        for route in changed:
             oif = self._index(route.device)
             if oif is None:
                 log.warning("cannot route %s: no device %s", route.dst, route.device)
                 continue
             self.ipr.route("replace", dst=str(route.dst), gateway=str(route.gateway), oif=oif,
                            flags=_RTNH_F_ONLINK if route.onlink else 0, proto=ROUTE_PROTO)
+
+    def _our_routes(self, pool: IPv4Network) -> list[tuple[IPv4Network, str]]:
+        found = []
+        for route in self.ipr.route("dump", family=socket.AF_INET):
+            dst = _dst(route)
+            if (route["proto"] == ROUTE_PROTO and route.get("gateway") and route["table"] == MAIN_TABLE
+                    and dst is not None and dst.subnet_of(pool)):
+                found.append((dst, str(route.get("gateway"))))
+        return found
+
+    def remove_blackholes(self, pool: IPv4Network) -> None:
+        """The IPAM's `blackhole <block> proto 98` routes: BIRD holds the blackholes in BGP modes."""
+        for route in self.ipr.route("dump", family=socket.AF_INET):
+            dst = _dst(route)
+            if (route["proto"] == ROUTE_PROTO and route["type"] == _RTN_BLACKHOLE
+                    and route["table"] == MAIN_TABLE and dst is not None and dst.subnet_of(pool)):
+                self._quietly("route", "del", dst=str(dst), type="blackhole", proto=ROUTE_PROTO)
+                log.info("removed the IPAM's blackhole for %s: BIRD holds it", dst)
 
     def _quietly(self, kind: str, verb: str, **spec: Any) -> None:
         try:
@@ -168,31 +211,6 @@ def _dst(route: Any) -> IPv4Network | None:
     if dst is None:
         return None
     return IPv4Network(f"{dst}/{route['dst_len']}")
-
-
-def apply(mode: str, me: NodeRecord, nodes: Sequence[NodeRecord],
-          owners: Mapping[IPv4Network, str], pool: IPv4Network) -> int:
-    """Bring the node's tunnel devices and routes to other nodes in line; returns the pod MTU."""
-    node_ip = ipaddress.IPv4Interface(me.ip)
-    tunnel = ipaddress.IPv4Address(me.tunnel_address) if me.tunnel_address else None
-    overlay = Overlay()
-    try:
-        uplink, uplink_mtu = overlay.uplink(node_ip)
-        plan = peers.plan(mode, me, uplink, nodes, owners)
-        mtu = uplink_mtu - peers.encapsulation_overhead(mode)
-        if peers.uses_vxlan(mode) and tunnel is not None:
-            overlay.ensure_vxlan(node_ip, me.vtep_mac, tunnel, mtu)
-        elif not peers.uses_vxlan(mode):
-            overlay.remove_device(VXLAN_DEVICE)
-        if peers.uses_ipip(mode) and tunnel is not None:
-            overlay.ensure_ipip(tunnel, mtu)
-        overlay.sync_vxlan_peers(plan.vxlan_peers)
-        overlay.sync_routes(plan.routes, pool)
-        for reason in plan.skipped:
-            log.info("not routing to %s", reason)
-        return mtu
-    finally:
-        overlay.close()
 
 
 def preflight(mode: str) -> None:

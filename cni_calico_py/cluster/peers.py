@@ -1,10 +1,10 @@
 """What the routes to other nodes' blocks should be, per encapsulation mode (pure).
 
-- Off: nothing here; BIRD learns and installs the routes (`proto bird`).
+- Off, IPIP, IPIPCrossSubnet: nothing here; BIRD learns and installs the
+  routes (`proto bird`; bird_config.py), through tunl0 in the IPIP modes.
 - VXLAN: `<block> via <peer VTEP address> dev vxlan.calico onlink`, plus the
   peer's permanent neigh and fdb entries on vxlan.calico.
-- IPIP: `<block> via <peer node IP> dev tunl0 onlink`.
-- *CrossSubnet: peers in the node's own subnet get a plain
+- VXLANCrossSubnet: peers in the node's own subnet get a plain
   `<block> via <peer node IP> dev <uplink>`; the rest are encapsulated.
 """
 
@@ -14,6 +14,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network
+
+from ipam.node_state import BIRD_MODES
 
 from .datastore import NodeRecord
 
@@ -54,7 +56,7 @@ def plan(
     mode: str, me: NodeRecord, uplink: str, nodes: Iterable[NodeRecord],
     owners: Mapping[IPv4Network, str],
 ) -> Plan:
-    if mode == "Off":
+    if uses_bird(mode):
         return Plan((), ())
     my_subnet = ipaddress.IPv4Interface(me.ip).network
     routes: list[RemoteRoute] = []
@@ -67,8 +69,6 @@ def plan(
         peer_ip = ipaddress.IPv4Interface(peer.ip).ip
         if mode.endswith("CrossSubnet") and peer_ip in my_subnet:
             routes += [RemoteRoute(b, peer_ip, uplink, False) for b in blocks]
-        elif mode.startswith("IPIP"):
-            routes += [RemoteRoute(b, peer_ip, IPIP_DEVICE, True) for b in blocks]
         elif peer.tunnel_address is None:
             skipped.append(f"{peer.name}: no VXLAN tunnel address registered yet")
         else:
@@ -80,6 +80,11 @@ def plan(
 
 def uses_vxlan(mode: str) -> bool:
     return mode.startswith("VXLAN")
+
+
+def uses_bird(mode: str) -> bool:
+    """BIRD routes between nodes (and holds the node's blackholes) in these modes."""
+    return mode in BIRD_MODES
 
 
 def uses_ipip(mode: str) -> bool:

@@ -9,13 +9,14 @@ from ipam import node_state
 
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable
+from .peers import uses_bird
 
 
 def bgp_peer_states(conf: ClusterConfig) -> dict[str, str]:
     """Peer IP -> BIRD's session state; empty outside BGP mode or while BIRD is down."""
     from .bird import Bird
 
-    return Bird(conf.bird_dir).peer_states() if conf.encapsulation == "Off" else {}
+    return Bird(conf.bird_dir).peer_states() if uses_bird(conf.encapsulation) else {}
 
 
 def gather(conf: ClusterConfig) -> dict[str, Any]:
@@ -32,19 +33,23 @@ def gather(conf: ClusterConfig) -> dict[str, Any]:
     try:
         owners = datastore.blocks()
         nodes = datastore.nodes()
+        alive = datastore.alive()
     except DatastoreUnavailable as err:
         report["error"] = str(err)
         return report
     peers = bgp_peer_states(conf)
+    bgp = uses_bird(conf.encapsulation)
     for node in nodes:
         default = "self" if node.name == conf.nodename else None
-        peer = peers.get(node.ip.split("/")[0], default if conf.encapsulation != "Off" or default
-                         else "not configured")
+        peer = peers.get(node.ip.split("/")[0], default if not bgp or default else "not peered")
         report["nodes"].append({
             "name": node.name, "ip": node.ip, "asNumber": node.as_number, "vtepMac": node.vtep_mac,
             "blocks": [str(b) for b in sorted(b for b, owner in owners.items()
                                               if owner == node.name)],
             "peer": peer,
+            # False once its etcd lease ran out: it died without `node leave`.
+            "alive": node.name in alive,
+            "routeReflector": node.route_reflector,
         })
     return report
 
@@ -59,8 +64,9 @@ def write(report: dict[str, Any], as_json: bool, out: TextIO) -> int:
     if report["error"]:
         out.write(f"etcd: {report['error']}\n")
         return 1
-    table = [("NAME", "IP", "AS", "VTEP MAC", "BLOCKS", "PEER")]
+    table = [("NAME", "IP", "AS", "VTEP MAC", "BLOCKS", "STATE", "PEER")]
     table += [(n["name"], n["ip"], str(n["asNumber"]), n["vtepMac"], ", ".join(n["blocks"]) or "-",
+               ("up" if n["alive"] else "down") + (" (reflector)" if n["routeReflector"] else ""),
                n["peer"] or "-") for n in report["nodes"]]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:

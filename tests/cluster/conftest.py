@@ -54,7 +54,8 @@ class Cluster:
             "cni_conflist": str(self.dir(node) / "10-calico-py.conflist"),
             "bird_dir": str(self.dir(node) / "bird"),
             "mtu_file": str(self.dir(node) / "mtu"),
-            "resync_seconds": 1,
+            # Long enough that changes must come through the watch.
+            "resync_seconds": 60,
             "etcd_timeout_seconds": 1,
             **extra,
         }

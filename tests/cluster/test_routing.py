@@ -6,57 +6,32 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 
 import pytest
 
 from tests.cluster.conftest import Cluster
+from tests.cluster.daemons import (
+    all_pods_reach_each_other,
+    bird_pid,
+    block_of,
+    peers_up,
+    ping,
+    running,
+    tunnel,
+)
 from tests.cluster.topology import ClusterNode
 from tests.cni_calls import Pod
-from tests.netns import stop_process, wait_for
+from tests.netns import wait_for
 
 pytestmark = pytest.mark.netns
-
-
-class Daemons:
-    """Node daemons by node name; all stopped when the test ends."""
-
-    def __init__(self, cluster: Cluster, stack: ExitStack) -> None:
-        self.cluster = cluster
-        self.stack = stack
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, node: ClusterNode, mode: str) -> None:
-        self.cluster.write_config(node, encapsulation=mode)
-        self.procs[node.name] = self.stack.enter_context(self.cluster.daemon(node))
-
-    def stop(self, node: ClusterNode) -> None:
-        stop_process(self.procs.pop(node.name))
-
-
-@contextmanager
-def running(cluster: Cluster, nodes: list[ClusterNode], mode: str) -> Iterator[Daemons]:
-    with ExitStack() as stack:
-        daemons = Daemons(cluster, stack)
-        for node in nodes:
-            daemons.start(node, mode)
-        wait_for(lambda: all(cluster.state_file(n).exists() for n in nodes), what="node state")
-        yield daemons
-
-
-def block_of(cluster: Cluster, node: ClusterNode) -> str:
-    return str(cluster.node_state(node)["blocks"][0])
-
-
-def tunnel(cluster: Cluster, node: ClusterNode) -> str:
-    return str(cluster.node_state(node)["tunnel_address"])
 
 
 def expected_routes(cluster: Cluster, me: ClusterNode, nodes: list[ClusterNode], mode: str,
                     pods: dict[str, Pod]) -> list[str]:
     pod = pods[me.name]
-    lines = [f"{pod.address()} dev {pod.host_veth} scope link", f"blackhole {block_of(cluster, me)} proto 98"]
+    owner = "bird" if mode == "Off" else "98"
+    lines = [f"{pod.address()} dev {pod.host_veth} scope link",
+             f"blackhole {block_of(cluster, me)} proto {owner}"]
     for other in nodes:
         if other is me:
             continue
@@ -69,22 +44,6 @@ def expected_routes(cluster: Cluster, me: ClusterNode, nodes: list[ClusterNode],
             lines.append(f"{block_of(cluster, other)} via {tunnel(cluster, other)} dev vxlan.calico "
                          "proto 98 onlink")
     return sorted(lines)
-
-
-def ping(pod: Pod, address: str) -> bool:
-    netns = pod.netns.rsplit("/", 1)[-1]
-    proc = subprocess.run(["ip", "netns", "exec", netns, "ping", "-c", "2", "-i", "0.2", "-W", "2",
-                           address], capture_output=True, text=True)
-    return proc.returncode == 0
-
-
-def all_pods_reach_each_other(pods: dict[str, Pod]) -> None:
-    """Each pair within a few seconds: every node programs its side on its own resync."""
-    for source in pods.values():
-        for target in pods.values():
-            if target is not source:
-                wait_for(lambda source=source, target=target: ping(source, target.address()),
-                         timeout=10, what=f"{source.node.name} -> {target.address()}")
 
 
 MODES = {
@@ -142,15 +101,6 @@ def test_pods_on_every_node_reach_each_other(cluster: Cluster, mode: str) -> Non
             # CrossSubnet reaches n2, in n1's own subnet, without VXLAN.
             kept = mode == "VXLAN"
             assert (tunnel(cluster, nodes[1]) in neigh, nodes[1].ip in fdb) == (kept, kept)
-
-
-def bird_pid(cluster: Cluster, node: ClusterNode) -> int:
-    return int((cluster.dir(node) / "bird" / "bird.pid").read_text().strip())
-
-
-def peers_up(cluster: Cluster, node: ClusterNode) -> dict[str, str]:
-    status = json.loads(cluster.node_cmd(node, "status", "--json").stdout)
-    return {n["name"]: n["peer"] for n in status["nodes"]}
 
 
 def test_bgp_withdraws_a_stopped_node_and_meshes_a_late_one(cluster: Cluster) -> None:

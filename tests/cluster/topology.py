@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tests.netns import NETNS_DIR, TEST_PREFIX, add_netns, del_netns, ip_json, sh, unique_name
 
+# The history etcd keeps: the last 1000 revisions (README, "Several nodes").
+COMPACTION = ("--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000")
 ETCD_CLIENT_PORT = 23790
 ETCD_PEER_PORT = 23800
 # etcd refuses to start on architectures it does not officially support unless told to.
@@ -211,7 +213,7 @@ class Etcd:
                  "--listen-client-urls", f"{self.endpoint},{self.local_endpoint}",
                  "--advertise-client-urls", self.endpoint,
                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                 "--initial-cluster", f"cpt={peer}"],
+                 "--initial-cluster", f"cpt={peer}", *COMPACTION],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             )
         deadline = time.monotonic() + timeout
