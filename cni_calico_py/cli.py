@@ -69,7 +69,38 @@ def _parser(program: str) -> argparse.ArgumentParser:
     node.add_argument("--method", help="detect-ip: the method to try instead of the config's "
                       "(first-found, can-reach=IP, interface=REGEX, cidr=CIDR)")
     node.add_argument("--json", action="store_true", help="status as JSON")
+    explain = sub.add_parser(
+        "explain", help="walk one packet from a pod of this node to another pod, hop by hop",
+        description="Follow a packet from SRC (a pod of this node) to DST through the live "
+        "state: the pod's route, its host veth, the node's route lookup, the tunnel or BGP "
+        "session, and what the node owning DST's block must do. Names the first broken hop.")
+    explain.add_argument("src", metavar="SRC", help="the source pod's IP (a pod of this node)")
+    explain.add_argument("dst", metavar="DST", help="the destination pod's IP")
+    explain.add_argument("--conf", default="/etc/cni/net.d/10-calico-py.conflist",
+                         help="the conflist whose IPAM store says who holds which address "
+                         "(default: %(default)s)")
+    explain.add_argument("--config", default=DEFAULT_CLUSTER_CONFIG,
+                         help="cluster config file; without it the node runs alone "
+                         "(default: %(default)s)")
+    explain.add_argument("--json", action="store_true", help="the hops as JSON")
     return parser
+
+
+def _explain(options: argparse.Namespace, stdout: TextIO) -> int:
+    from ipam.conflist import ConflistError
+
+    from .core.errors import CNIError
+    from .explain import report, walk
+
+    try:
+        explanation = walk.explain(options.src, options.dst, options.conf, options.config)
+    except (walk.ExplainError, ConflistError) as err:
+        print(f"calico-py explain: {err}", file=sys.stderr)
+        return 2
+    except CNIError as err:
+        print(f"calico-py explain: {err.msg}", file=sys.stderr)
+        return 2
+    return report.write(explanation, options.json, stdout)
 
 
 def _node(options: argparse.Namespace, stdout: TextIO) -> int:
@@ -151,6 +182,8 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
                       options.metrics_port, stdout)
     if options.command == "node":
         return _node(options, stdout)
+    if options.command == "explain":
+        return _explain(options, stdout)
     if options.command == "ipam" and options.ipam_command == "show":
         from ipam.show import show
 

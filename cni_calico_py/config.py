@@ -34,6 +34,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .core import logs, verdicts
+from .core.constants import DEFAULT_VETH_PREFIX
 from .core.decoding import path_problem
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class NetConf:
     ipam: IpamSection = field(metadata={"section": IpamSection})
     mtu: int | None = field(default=None, metadata={"ge": 68, "le": 65535})
     mtu_file_path: str = field(default=DEFAULT_MTU_FILE, metadata={"after": _usable_path})
-    veth_prefix: str = field(default="cali", metadata={
+    veth_prefix: str = field(default=DEFAULT_VETH_PREFIX, metadata={
         "min_length": 1, "max_length": MAX_VETH_PREFIX, "after": _interface_characters})
     log_level: Literal["debug", "info", "warning", "error", "critical"] = field(
         default="warning", metadata={"before": _lower})

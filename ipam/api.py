@@ -5,6 +5,8 @@ Three modules make the whole contract:
 - `ipam.block_claims`: block ownership in etcd, which a full ADD claims too;
 - this module: the addresses held in the store of the conflist's network, and
   the store's lock, so that the daemon gives back only blocks nobody uses.
+
+`calico-py explain` reads who holds each address here too (`network_view`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from cni_calico_py.core.results import IPAddress
+from cni_calico_py.core.results import IPAddress, IPNetwork
 
 from .conflist import ConflistError
 
-__all__ = ["ConflistError", "PoolStore", "pool_store"]
+__all__ = ["ConflistError", "Holder", "NetworkView", "PoolStore", "network_view", "pool_store"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,38 @@ def pool_store(conflist: str) -> PoolStore | None:
         return None
     store = DiskStore(conf.store_dir, conf.lock_timeout)
     return PoolStore(held=lambda: list(store.reservations()), locked=store.locked)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds an address, as its record says."""
+
+    container_id: str
+    ifname: str
+    netns: str
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    network: str
+    blocks: tuple[IPNetwork, ...]
+    holders: dict[IPAddress, Holder]
+
+
+def network_view(conflist: str) -> NetworkView:
+    """The network's blocks now (the conflist's, or in cluster mode the node state's) and
+    who holds each address, read without the store's lock.
+
+    Raises ConflistError or CNIError as `pool_store` does.
+    """
+    from . import config
+    from .conflist import load_network
+    from .records import read_record, record_paths
+
+    conf = config.parse(load_network(conflist))
+    holders = {}
+    for address, path in record_paths(conf.store_dir):
+        record = read_record(path)
+        if record is not None and not record.damaged:
+            holders[address] = Holder(record.container_id, record.ifname, record.netns)
+    return NetworkView(conf.network, conf.blocks, holders)

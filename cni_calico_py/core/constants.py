@@ -11,6 +11,8 @@ POD_GATEWAY_V4 = ipaddress.IPv4Address("169.254.1.1")
 # The host veth's link-local address, derived (EUI-64) from HOST_VETH_MAC.
 POD_GATEWAY_V6 = ipaddress.IPv6Address("fe80::ecee:eeff:feee:eeee")
 DEFAULT_MTU = 1500
+# The host ends of pods' veths: this prefix and 11 hex characters (conflist: veth_prefix).
+DEFAULT_VETH_PREFIX = "cali"
 # The IPAM plugin that runs in-process (and installed beside calico-py, the same program).
 IPAM_PLUGIN_NAME = "calico-py-ipam"
 
