@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import __version__
 from .agent.framing import DEFAULT_SOCKET, OFF, SOCKET_ENV, socket_path
@@ -58,17 +58,19 @@ def _parser(program: str) -> argparse.ArgumentParser:
                        "(default: off)")
     node = sub.add_parser(
         "node", help="cluster mode: run the node daemon, show the cluster, detect the node IP")
-    node.add_argument("action", choices=["run", "status", "detect-ip", "leave"],
+    node.add_argument("action", choices=["run", "status", "detect-ip", "leave", "config"],
                       help="run: register and keep this node's blocks; status: nodes, IPs, blocks; "
                       "detect-ip: print the node IP autodetection's answer; leave NAME: take a "
-                      "node out of the registry and give its blocks back")
+                      "node out of the registry and give its blocks back; config: the effective "
+                      "settings and where each came from (the file, a Calico environment "
+                      "variable, or the default)")
     node.add_argument("name", nargs="?", help="the node to remove (leave only)")
     node.add_argument("--config", default=DEFAULT_CLUSTER_CONFIG,
                       help="cluster config file (default: %(default)s)")
     node.add_argument("--once", action="store_true", help="run: one resync, then exit")
     node.add_argument("--method", help="detect-ip: the method to try instead of the config's "
                       "(first-found, can-reach=IP, interface=REGEX, cidr=CIDR)")
-    node.add_argument("--json", action="store_true", help="status as JSON")
+    node.add_argument("--json", action="store_true", help="status or config as JSON")
     explain = sub.add_parser(
         "explain", help="walk one packet from a pod of this node to another pod, hop by hop",
         description="Follow a packet from SRC (a pod of this node) to DST through the live "
@@ -84,6 +86,21 @@ def _parser(program: str) -> argparse.ArgumentParser:
                          "(default: %(default)s)")
     explain.add_argument("--json", action="store_true", help="the hops as JSON")
     return parser
+
+
+def _write_node_config(values: dict[str, Any], sources: dict[str, str], as_json: bool,
+                       stdout: TextIO) -> int:
+    if as_json:
+        stdout.write(json.dumps({key: {"value": value, "source": sources[key]}
+                                 for key, value in values.items()}, indent=2) + "\n")
+        return 0
+    rows = [("SETTING", "VALUE", "FROM")]
+    rows += [(key, json.dumps(value) if not isinstance(value, str) else value, sources[key])
+             for key, value in values.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for key, value, source in rows:
+        stdout.write(f"{key:<{widths[0]}}  {value:<{widths[1]}}  {source}\n")
+    return 0
 
 
 def _explain(options: argparse.Namespace, stdout: TextIO) -> int:
@@ -113,7 +130,9 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
 
     logs.configure("info" if options.action == "run" else "warning")
     try:
-        conf = config.load(options.config)
+        conf, sources = config.load_with_sources(options.config)
+        if options.action == "config":
+            return _write_node_config(conf.model_dump(mode="json"), sources, options.json, stdout)
         if options.action == "status":
             return status.write(status.gather(conf), options.json, stdout)
         if options.action == "leave":

@@ -21,7 +21,8 @@ EXCLUDED = re.compile(
     r"^(docker.*|cbr.*|dummy.*|virbr.*|lxcbr.*|veth.*|lo$|cali.*|tunl.*|flannel.*"
     r"|kube-ipvs.*|cni.*|vxlan.*|wireguard.*|br-.*)"
 )
-METHODS = "use first-found, can-reach=<ip>, interface=<regex> or cidr=<cidr>"
+METHODS = ("use first-found, can-reach=<ip>, interface=<regex>, skip-interface=<regex> "
+           "or cidr=<cidr>")
 SCOPE_UNIVERSE = 0
 IFF_UP = 1
 
@@ -86,11 +87,18 @@ def choose(method: str, links: Sequence[Link], route_get: RouteGet = _no_routes)
         except LookupError as err:
             raise fail(str(err.args[0] if err.args else f"no route to {dst}")) from None
         return _with_prefix(source, links)
-    if name == "interface" and arg:
+    if name in ("interface", "skip-interface") and arg:
         try:
             patterns = [re.compile(p.strip()) for p in arg.split(",")]
         except re.error as err:
             raise fail(f"bad regex: {err}") from None
+        if name == "skip-interface":
+            # first-found among the interfaces no pattern names (Calico's skip-interface).
+            kept = [link for link in links if not any(p.fullmatch(link.name) for p in patterns)]
+            try:
+                return choose("first-found", kept)
+            except NodeIPError as err:
+                raise fail(str(err).split(": ", 1)[1]) from None
         matching = [link for link in links if any(p.fullmatch(link.name) for p in patterns)]
         if not matching:
             raise fail(f"no interface matches; interfaces: {_names(links)}")
@@ -111,7 +119,7 @@ def choose(method: str, links: Sequence[Link], route_get: RouteGet = _no_routes)
         listed = ", ".join(f"{a.interface} on {link.name}{'' if link.up else ' (down)'}"
                            for link in links for a in link.addresses) or "none"
         raise fail(f"no address inside; addresses: {listed}")
-    if name in ("can-reach", "interface", "cidr"):
+    if name in ("can-reach", "interface", "skip-interface", "cidr"):
         raise fail(f"{name} needs a value; {METHODS}")
     raise fail(f"unknown method; {METHODS}")
 

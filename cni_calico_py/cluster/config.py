@@ -8,8 +8,10 @@ block in its conflist.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,8 +24,11 @@ from ..core.errors import CNIError, Code
 DEFAULT_PATH = "/etc/calico-py/node.yaml"
 DEFAULT_CONFLIST = "/etc/cni/net.d/10-calico-py.conflist"
 Encapsulation = Literal["Off", "VXLAN", "VXLANCrossSubnet", "IPIP", "IPIPCrossSubnet"]
+# Calico's CALICO_NETWORKING_BACKEND: who routes between nodes (none: nobody, the
+# underlay already routes the pool); unset, the encapsulation decides.
+Backend = Literal["bird", "vxlan", "none"]
 # Node names become etcd keys and BIRD protocol names.
-_NODENAME = re.compile(r"^[a-z0-9]([a-z0-9.\-]{0,61}[a-z0-9])?$")
+NODENAME = re.compile(r"^[a-z0-9]([a-z0-9.\-]{0,61}[a-z0-9])?$")
 
 
 class ClusterConfig(BaseModel):
@@ -35,6 +40,7 @@ class ClusterConfig(BaseModel):
     pool: ipaddress.IPv4Network
     block_size: int = Field(default=26, ge=20, le=31)
     encapsulation: Encapsulation = "Off"
+    networking_backend: Backend | None = None
     as_number: int = Field(default=64512, ge=1, le=4294967295)
     nodename: str = Field(default_factory=socket.gethostname)
     node_ip: str | None = None
@@ -72,7 +78,7 @@ class ClusterConfig(BaseModel):
     @field_validator("nodename")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NODENAME.match(value):
+        if not NODENAME.match(value):
             raise ValueError(f"{value!r} is not a node name: lower-case letters, digits, '-' and '.'")
         return value
 
@@ -92,6 +98,16 @@ class ClusterConfig(BaseModel):
             raise ValueError(f"block_size /{self.block_size} is larger than the pool {self.pool}")
         return self
 
+    @model_validator(mode="after")
+    def _backend_fits_encapsulation(self) -> ClusterConfig:
+        vxlan = self.encapsulation.startswith("VXLAN")
+        if self.networking_backend == "vxlan" and not vxlan:
+            raise ValueError(f"networking_backend vxlan needs a VXLAN encapsulation, "
+                             f"not {self.encapsulation}")
+        if self.networking_backend == "bird" and vxlan:
+            raise ValueError(f"networking_backend bird does not route {self.encapsulation}")
+        return self
+
 
 def parse(raw: Any, source: str) -> ClusterConfig:
     if not isinstance(raw, dict):
@@ -106,16 +122,59 @@ def parse(raw: Any, source: str) -> ClusterConfig:
                        problem.details) from None
 
 
-def load(path: str = DEFAULT_PATH) -> ClusterConfig:
-    """The config file (YAML, so JSON too), or error 7 naming the file and each bad key."""
+def load(path: str = DEFAULT_PATH, environ: Mapping[str, str] | None = None) -> ClusterConfig:
+    """The config file (YAML, so JSON too) with Calico's environment variables over it,
+    or error 7 naming the file, the variable, and each bad key."""
+    return load_with_sources(path, environ)[0]
+
+
+def load_with_sources(path: str = DEFAULT_PATH, environ: Mapping[str, str] | None = None,
+                      ) -> tuple[ClusterConfig, dict[str, str]]:
+    """The config, and where each of its values came from: the file, a variable, or the default."""
+    from . import calico_env
+
+    environ = os.environ if environ is None else environ
+    raw = _read_file(path, missing_ok=any(v in environ for v in calico_env.VARIABLES))
+    overrides = calico_env.read(environ, raw)
+    source = path if not overrides.sources else f"{path} with {', '.join(overrides.sources.values())}"
+    try:
+        conf = parse({**raw, **overrides.values}, source)
+    except CNIError as err:
+        named = [f"{variable} sets {key}" for key, variable in overrides.sources.items()
+                 if key in err.msg]
+        if named:
+            err.msg += f" ({'; '.join(named)})"
+        raise
+    sources = {}
+    for key in ClusterConfig.model_fields:
+        variable = overrides.sources.get(key)
+        if variable is not None:
+            sources[key] = f"env {variable}" + (f" (over {path})" if key in raw else "")
+        else:
+            sources[key] = path if key in raw else "default"
+    return conf, sources
+
+
+def _read_file(path: str, missing_ok: bool) -> dict[str, Any]:
     import yaml
 
     try:
         with open(path, encoding="utf-8") as file:
             raw = yaml.safe_load(file)
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"cannot read the cluster config {path}: no such file (and no Calico "
+                       "environment variables such as ETCD_ENDPOINTS are set)") from None
     except OSError as err:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        f"cannot read the cluster config {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, f"{path} is not valid YAML: {err}") from None
-    return parse(raw, path)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"{path}: the cluster config must be a mapping of settings")
+    return raw

@@ -71,6 +71,10 @@ def route_get(dst: IPv4Address) -> IPv4Address:
         (NODE, "cidr=10.77.0.5/16", "10.77.0.11/24"),  # host bits allowed, as net.ParseCIDR does
         (NODE, "cidr=192.168.0.0/16, 10.0.0.0/8", "192.168.50.2/24"),
         (NODE, "cidr=1.0.0.0/8,10.77.0.0/24", "10.77.0.11/24"),
+        # first-found among the interfaces the patterns do not name.
+        (NODE, "skip-interface=eth0", "10.77.0.11/24"),
+        (NODE, "skip-interface=eth0,ens.*", "10.77.0.11/24"),
+        (NODE, "skip-interface=eth1", "192.168.50.2/24"),
     ],
 )
 def test_choice(links, method, expected):
@@ -107,8 +111,12 @@ def test_choice(links, method, expected):
         (NODE, "cidr=fd00::/64", "bad IPv4 CIDR"),
         (NODE, "foo",
          'ip_autodetection "foo": unknown method; '
-         "use first-found, can-reach=<ip>, interface=<regex> or cidr=<cidr>"),
-        (NODE, "skip-interface=eth0", "unknown method"),
+         "use first-found, can-reach=<ip>, interface=<regex>, skip-interface=<regex> or "
+         "cidr=<cidr>"),
+        (NODE, "skip-interface=eth.*",
+         'ip_autodetection "skip-interface=eth.*": no global IPv4 address on an up, '
+         "non-excluded interface"),
+        (NODE, "skip-interface=", "skip-interface needs a value"),
         (NODE, "", 'ip_autodetection "": unknown method'),
     ],
 )
