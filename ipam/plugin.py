@@ -12,9 +12,9 @@ from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.request import Request
 from cni_calico_py.core.results import IPAddress
 
-from . import borrow, pool
+from . import borrow, node_state, pool
 from . import config as ipam_config
-from .blackhole import NetlinkBlackholes
+from .blackhole import BirdBlackholes, NetlinkBlackholes
 from .disk_store import DiskStore
 from .ranges import IpamConf
 from .requested import Requested, requested_addresses
@@ -41,7 +41,7 @@ def execute(request: Request, raw: dict[str, Any]) -> results.Result | None:
     """ADD returns the abbreviated result; DEL/CHECK/GC/STATUS return None or raise."""
     conf = ipam_config.parse(raw)
     store = DiskStore(conf.store_dir, conf.lock_timeout)
-    routes = NetlinkBlackholes()
+    routes = _blackholes(conf)
     who = pool.Attachment(request.container_id, request.ifname)
     logs.log.info("IPAM %s %s netns=%s store=%s", request.command, who, request.netns,
                   conf.store_dir)
@@ -69,7 +69,7 @@ def reserve(request: Request, raw: dict[str, Any]) -> tuple[results.Result, list
     """ADD's abbreviated result, and the addresses this call reserved (not held before)."""
     conf = ipam_config.parse(raw)
     store = DiskStore(conf.store_dir, conf.lock_timeout)
-    routes = NetlinkBlackholes()
+    routes = _blackholes(conf)
     try:
         return _reserve(request, raw, conf, store, pool.Attachment(request.container_id,
                                                                    request.ifname), routes)
@@ -81,13 +81,22 @@ def release_fresh(request: Request, raw: dict[str, Any], addresses: list[IPAddre
     """Undo `reserve`: free what that call reserved, keep what the attachment held before."""
     conf = ipam_config.parse(raw)
     store = DiskStore(conf.store_dir, conf.lock_timeout)
-    routes = NetlinkBlackholes()
+    routes = _blackholes(conf)
     try:
         who = pool.Attachment(request.container_id, request.ifname)
         released = pool.release(store, conf, who, routes, only=addresses)
         logs.log.info("IPAM undo of ADD %s released %s", who, released or "nothing")
     finally:
         routes.close()
+
+
+def _blackholes(conf: IpamConf) -> NetlinkBlackholes:
+    """The node's blackhole routes: the IPAM's own, or in cluster BGP modes BIRD's."""
+    if conf.node_state_file is not None:
+        state = node_state.read(conf.node_state_file)
+        if state is not None and state.bird_holds_blackholes:
+            return BirdBlackholes()
+    return NetlinkBlackholes()
 
 
 def _reserve(
@@ -181,7 +190,7 @@ def gc(raw: dict[str, Any], before_release: pool.BeforeRelease) -> list[IPAddres
     """GC in-process: the main plugin, which sees its pods, decides before each address is freed."""
     conf = ipam_config.parse(raw)
     store = DiskStore(conf.store_dir, conf.lock_timeout)
-    routes = NetlinkBlackholes()
+    routes = _blackholes(conf)
     logs.log.info("IPAM GC store=%s", conf.store_dir)
     try:
         return _gc(raw, conf, store, routes, before_release)
