@@ -51,9 +51,10 @@ router id {me};
 timeformat protocol iso short ms;
 
 # The node's own blocks, announced to the peers; the pods' /32 routes stay out of BIRD.
+# A route reflector passes on the blocks it learned, too.
 filter calico_py_bgp_export {{
   if source = RTS_STATIC && dest = RTD_BLACKHOLE && net ~ [ {pool}+ ] then accept;
-  reject;
+{reflect}  reject;
 }}
 
 # The peers' blocks, {import_how}.
@@ -145,8 +146,9 @@ def render(
     mine = node_address(me)
     tunnel, import_how = _tunnel(mode, me)
     routes = "".join(f"  route {b} blackhole;\n" for b in sorted(set(blocks)))
+    reflect = f"  if source = RTS_BGP && net ~ [ {pool}+ ] then accept;\n" if me.route_reflector else ""
     text = _HEAD.format(log=log_path, me=mine, pool=pool, static=STATIC, mode=mode,
-                        tunnel=tunnel, import_how=import_how, routes=routes)
+                        tunnel=tunnel, import_how=import_how, routes=routes, reflect=reflect)
     for peer in peers_of(me, nodes):
         address = node_address(peer)
         # One side listens only, so two nodes starting together do not open two

@@ -88,6 +88,9 @@ REFLECTED = [NodeRecord(f"n{i}", f"10.99.0.{10 + i}/24", 64512, "m", None,
 
 
 def test_route_reflectors_peer_with_everyone_clients_with_reflectors_only():
+    reflect = "if source = RTS_BGP && net ~ [ 192.168.0.0/16+ ] then accept;"
+    assert reflect in render(REFLECTED[0], REFLECTED, POOL, 64512, LOG)
+    assert reflect not in render(REFLECTED[3], REFLECTED, POOL, 64512, LOG)
     client = protocols(render(REFLECTED[3], REFLECTED, POOL, 64512, LOG))
     assert list(client) == ["peer_10_99_0_11", "peer_10_99_0_12"]
     assert not any("rr client" in body for body in client.values())
