@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import CNIError, Code
+from .naming import NODENAME
 
 ENCAPSULATION_VARIABLES = ("CALICO_IPV4POOL_IPIP", "CALICO_IPV4POOL_VXLAN")
 # Calico's pool encapsulation modes, as the variables spell them (any case).
@@ -81,8 +82,6 @@ def _autodetection(variable: str, value: str) -> str:
 
 
 def _nodename(variable: str, value: str) -> str:
-    from .config import NODENAME
-
     if not NODENAME.match(value):
         raise CalicoEnvError(variable, value,
                              "not a node name: lower-case letters, digits, '-' and '.'")

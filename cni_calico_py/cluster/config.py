@@ -20,6 +20,7 @@ from ipam.node_state import DEFAULT_STATE_FILE
 
 from ..core.decoding import config_error
 from ..core.errors import CNIError, Code
+from .naming import NODENAME
 
 DEFAULT_PATH = "/etc/calico-py/node.yaml"
 DEFAULT_CONFLIST = "/etc/cni/net.d/10-calico-py.conflist"
@@ -27,8 +28,6 @@ Encapsulation = Literal["Off", "VXLAN", "VXLANCrossSubnet", "IPIP", "IPIPCrossSu
 # Calico's CALICO_NETWORKING_BACKEND: who routes between nodes (none: nobody, the
 # underlay already routes the pool); unset, the encapsulation decides.
 Backend = Literal["bird", "vxlan", "none"]
-# Node names become etcd keys and BIRD protocol names.
-NODENAME = re.compile(r"^[a-z0-9]([a-z0-9.\-]{0,61}[a-z0-9])?$")
 
 
 class ClusterConfig(BaseModel):
@@ -97,6 +96,14 @@ class ClusterConfig(BaseModel):
         if self.block_size < self.pool.prefixlen:
             raise ValueError(f"block_size /{self.block_size} is larger than the pool {self.pool}")
         return self
+
+    @property
+    def routing_mode(self) -> str:
+        """How this node routes to other nodes' blocks: the encapsulation, or
+        peers.NO_ROUTING with the networking backend `none` (the underlay routes the pool)."""
+        from .peers import NO_ROUTING
+
+        return NO_ROUTING if self.networking_backend == "none" else self.encapsulation
 
     @model_validator(mode="after")
     def _backend_fits_encapsulation(self) -> ClusterConfig:

@@ -79,7 +79,7 @@ class NodeDaemon:
         c = self.conf
         return NodeState(
             nodename=c.nodename, node_ip=self.node_ip, pool=str(c.pool), block_size=c.block_size,
-            encapsulation=c.encapsulation, etcd_endpoints=tuple(c.etcd_endpoints),
+            encapsulation=c.routing_mode, etcd_endpoints=tuple(c.etcd_endpoints),
             etcd_prefix=c.etcd_prefix, etcd_timeout_seconds=c.etcd_timeout_seconds,
             tunnel_address=tunnel)
 
@@ -172,7 +172,7 @@ class NodeDaemon:
     def _tunnel_address(self, owned: list[IPv4Network],
                         nodes: list[NodeRecord]) -> ipaddress.IPv4Address | None:
         """Keep the address the registry has for this node while its block is still owned."""
-        if peers.encapsulation_overhead(self.conf.encapsulation) == 0:
+        if peers.encapsulation_overhead(self.conf.routing_mode) == 0:
             return None
         registered = next((n.tunnel_address for n in nodes
                            if n.name == self.conf.nodename and n.tunnel_address), None)
@@ -313,7 +313,7 @@ def _pool_store(conflist: str) -> PoolStore | None:
 
 
 def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
-    overlay.preflight(conf.encapsulation)
+    overlay.preflight(conf.routing_mode)
     daemon = NodeDaemon(conf, node_ip)
     if once:
         daemon.refresh(watch=False)

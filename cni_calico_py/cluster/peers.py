@@ -21,6 +21,9 @@ from .datastore import NodeRecord
 
 VXLAN_DEVICE = "vxlan.calico"
 IPIP_DEVICE = "tunl0"
+# The routing mode of the networking backend `none` (Calico's CALICO_NETWORKING_BACKEND=none):
+# the underlay routes the pool, so no tunnel, no BIRD and no routes to other nodes.
+NO_ROUTING = "None"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def plan(
     mode: str, me: NodeRecord, uplink: str, nodes: Iterable[NodeRecord],
     owners: Mapping[IPv4Network, str],
 ) -> Plan:
-    if uses_bird(mode):
+    if uses_bird(mode) or mode == NO_ROUTING:
         return Plan((), ())
     my_subnet = ipaddress.IPv4Interface(me.ip).network
     routes: list[RemoteRoute] = []

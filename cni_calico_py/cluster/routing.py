@@ -28,7 +28,7 @@ from .peers import VXLAN_DEVICE, Plan
 class Routing:
     def __init__(self, conf: ClusterConfig) -> None:
         self.conf = conf
-        self.mode = conf.encapsulation
+        self.mode = conf.routing_mode
         self.bird = bird.Bird(conf.bird_dir)
         self._overlay: Overlay | None = None
         self._uplink: tuple[str, str, int] | None = None  # node IP, uplink name, MTU

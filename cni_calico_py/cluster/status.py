@@ -16,7 +16,7 @@ def bgp_peer_states(conf: ClusterConfig) -> dict[str, str]:
     """Peer IP -> BIRD's session state; empty outside BGP mode or while BIRD is down."""
     from .bird import Bird
 
-    return Bird(conf.bird_dir).peer_states() if uses_bird(conf.encapsulation) else {}
+    return Bird(conf.bird_dir).peer_states() if uses_bird(conf.routing_mode) else {}
 
 
 def gather(conf: ClusterConfig) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def gather(conf: ClusterConfig) -> dict[str, Any]:
         report["error"] = str(err)
         return report
     peers = bgp_peer_states(conf)
-    bgp = uses_bird(conf.encapsulation)
+    bgp = uses_bird(conf.routing_mode)
     for node in nodes:
         default = "self" if node.name == conf.nodename else None
         peer = peers.get(node.ip.split("/")[0], default if not bgp or default else "not peered")

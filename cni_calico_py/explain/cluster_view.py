@@ -44,7 +44,7 @@ def read(config_path: str) -> ClusterView:
     if not os.path.exists(config_path):
         return ClusterView(mode=SINGLE_NODE)
     conf = load(config_path)
-    view = ClusterView(mode=conf.encapsulation, nodename=conf.nodename,
+    view = ClusterView(mode=conf.routing_mode, nodename=conf.nodename,
                        tunnel_device=_tunnel_device(conf))
     datastore = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
     try:
