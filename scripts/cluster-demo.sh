@@ -117,3 +117,15 @@ for i in 0 1 2; do
         in_ns "${nodes[$i]}-pod" ping -c 2 -i 0.2 -W 2 "${pod_ips[$j]}"
     done
 done
+
+explain() {
+    in_ns "${nodes[0]}" "$bin/calico-py" explain "${pod_ips[0]}" "${pod_ips[2]}" \
+        --conf "$prefix/${nodes[0]}/net.conflist" --config "$prefix/${nodes[0]}/node.yaml"
+}
+step "calico-py explain ${pod_ips[0]} ${pod_ips[2]} (on ${nodes[0]}): the path, hop by hop"
+explain
+block3=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["blocks"][0])' \
+    "$prefix/${nodes[2]}/node-state.json")
+step "the same after deleting ${nodes[0]}'s route for $block3 (${nodes[2]}'s block)"
+ip -n "${nodes[0]}" route del "$block3"
+explain || true
