@@ -40,8 +40,13 @@ def _count_fallback() -> None:
 def run() -> None:
     program = os.path.basename(sys.argv[0]) if sys.argv else "calico-py"
     if "CNI_COMMAND" not in os.environ:  # set but empty is a CNI request, and error 4
+        import signal
+
         from .cli import run_cli
 
+        # An operator's `| head` ends the output quietly, as for any command-line tool
+        # (the launcher ignores SIGPIPE, and that would be inherited here).
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         sys.exit(run_cli(sys.argv[1:], program, sys.stdout))
     from .agent.client import forward
     from .agent.framing import TRIED_ENV
