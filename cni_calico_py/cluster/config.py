@@ -57,6 +57,8 @@ class ClusterConfig(BaseModel):
     # peer with the reflectors only. Unset everywhere: a full mesh.
     route_reflector_cluster_id: str | None = None
     bird_dir: str = "/run/calico-py/bird"
+    # Prometheus metrics on 127.0.0.1:<port>; unset, none are served.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Where the pod MTU for the encapsulation goes; the conflist's mtu_file_path reads it.
     mtu_file: str = "/var/lib/calico/mtu"
 

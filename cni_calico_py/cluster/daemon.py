@@ -36,6 +36,7 @@ from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable, Event, NodeRecord, PoolExhausted, View
 from .liveness import Liveness
+from .metrics import NodeMetrics
 from .routing import Routing
 from .watch import Watch
 
@@ -66,6 +67,10 @@ class NodeDaemon:
         # them), and given back to the pool one check later, if still empty.
         self._empty_since: dict[IPv4Network, float] = {}
         self._retiring: dict[IPv4Network, float] = {}
+        # Set by serve() when the config asks for metrics.
+        self.metrics: NodeMetrics | None = None
+        # When the first watch event since the last sync arrived.
+        self._event_at: float | None = None
 
     @property
     def idle_check_seconds(self) -> float:
@@ -112,6 +117,8 @@ class NodeDaemon:
         with self._lock:
             changed = self._view is not None and self._view.apply(events)
         if changed:
+            if self._event_at is None:
+                self._event_at = time.monotonic()
             self.wake.set()
 
     def _on_watch_end(self, reason: str) -> None:
@@ -272,12 +279,20 @@ class NodeDaemon:
                 if self._address_changed:
                     self._address_changed = False
                     self.redetect_ip()
+                event_at, self._event_at = self._event_at, None
+                started = time.monotonic()
                 self.sync(force)
+                if self.metrics is not None:
+                    done = time.monotonic()
+                    self.metrics.synced("resync" if force else "watch", done - started,
+                                        done - event_at if event_at is not None else None)
                 if now >= next_idle_check:
                     self.release_idle()
                     next_idle_check = now + self.idle_check_seconds
                 delay = 1.0
             except DatastoreUnavailable as err:
+                if self.metrics is not None:
+                    self.metrics.etcd_errors.inc()
                 log.warning("%s; pods keep working on blocks already owned; retrying in %.0f s",
                             err, delay)
                 next_refresh = time.monotonic() + delay
@@ -321,6 +336,10 @@ def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
         daemon.routing.close()
         log.info("node %s synced once: blocks %s", state.nodename, ", ".join(state.blocks))
         return 0
+    if conf.metrics_port is not None:
+        daemon.metrics = NodeMetrics(conf)
+        daemon.metrics.serve(conf.metrics_port)
+        log.info("node %s: metrics on http://127.0.0.1:%d/metrics", conf.nodename, conf.metrics_port)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
