@@ -23,25 +23,22 @@ import signal
 import threading
 import time
 from ipaddress import IPv4Network
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ipam import node_state
 from ipam.node_state import NodeState
 
-from ..core.errors import CNIError
 from ..core.logs import log
 from . import overlay, peers
 from .addresses import AddressMonitor
 from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable, Event, NodeRecord, PoolExhausted, View
-from .liveness import Liveness
+from .liveness import DeadNodes, Liveness
 from .metrics import NodeMetrics
+from .release import IdleBlocks
 from .routing import Routing
 from .watch import Watch
-
-if TYPE_CHECKING:
-    from ipam.api import PoolStore
 
 MAX_BACKOFF = 30.0
 # Changes arriving together (a node's block, record and lease) are applied once.
@@ -61,20 +58,12 @@ class NodeDaemon:
         self._watch: Watch | None = None
         self._watch_ended: str | None = None
         self._address_changed = True
-        self._down_since: dict[str, float] = {}
-        self._remover = False  # this node removes dead ones: the first live node by name
-        # Idle blocks are first taken out of the node state (no new ADD uses
-        # them), and given back to the pool one check later, if still empty.
-        self._empty_since: dict[IPv4Network, float] = {}
-        self._retiring: dict[IPv4Network, float] = {}
+        self.dead = DeadNodes(self.datastore, conf.nodename, conf.dead_node_release_seconds)
+        self.idle = IdleBlocks(self.datastore, conf)
         # Set by serve() when the config asks for metrics.
         self.metrics: NodeMetrics | None = None
         # When the first watch event since the last sync arrived.
         self._event_at: float | None = None
-
-    @property
-    def idle_check_seconds(self) -> float:
-        return min(self.conf.resync_seconds, max(self.conf.block_release_after_seconds / 4, 0.5))
 
     def record(self, tunnel: str | None) -> NodeRecord:
         return NodeRecord(self.conf.nodename, self.node_ip, self.conf.as_number,
@@ -160,7 +149,7 @@ class NodeDaemon:
                             f'{{"node": "{name}"}}'.encode())
             tunnel = self._tunnel_address(owned, nodes)
             # The first block is the node's home: it is never released.
-            active = home_first([b for b in owned if b not in self._retiring], tunnel,
+            active = home_first([b for b in owned if b not in self.idle.retiring], tunnel,
                                 previous.networks if previous else [])
             state = self.base_state(str(tunnel) if tunnel else None).with_blocks(active)
             if previous != state:
@@ -173,7 +162,7 @@ class NodeDaemon:
             self._learn(f"nodes/{name}", me.to_json().encode())
         everyone = [n for n in nodes if n.name != name] + [me]
         self.routing.apply(me, everyone, owners, force)
-        self._follow_liveness(everyone, alive)
+        self.dead.follow(everyone, alive)
         return state
 
     def _tunnel_address(self, owned: list[IPv4Network],
@@ -188,77 +177,6 @@ class NodeDaemon:
         return peers.tunnel_address(owned)
 
     # -- nodes that died without `leave`
-    def _follow_liveness(self, nodes: list[NodeRecord], alive: set[str]) -> None:
-        """Log nodes going down and up; after `dead_node_release_seconds` (if set) the first
-        live node in name order takes a dead one out of the registry and frees its blocks."""
-        now = time.monotonic()
-        names = {n.name for n in nodes}
-        for name in sorted(names - alive - {self.conf.nodename}):
-            if name not in self._down_since:
-                self._down_since[name] = now
-                log.warning("node %s is down: its lease ran out (or it never took one)", name)
-        for name in list(self._down_since):
-            if name in alive or name not in names:
-                del self._down_since[name]
-                log.info("node %s is %s", name, "up again" if name in alive else "gone")
-        limit = self.conf.dead_node_release_seconds
-        self._remover = bool(limit) and min(alive | {self.conf.nodename}) == self.conf.nodename
-        if not self._remover:
-            return
-        for name, since in list(self._down_since.items()):
-            if now - since >= limit:
-                released = self.datastore.remove_node(name)
-                del self._down_since[name]
-                log.warning("node %s down for %.0f s: removed, blocks released: %s", name,
-                            now - since, ", ".join(map(str, released)) or "none")
-
-    # -- giving idle blocks back
-    def release_idle(self) -> None:
-        store = _pool_store(self.conf.cni_conflist)
-        state = node_state.read(self.conf.state_file)
-        if store is None or state is None:
-            return
-        active = state.networks
-        held, lock = store.held, store.locked
-        now = time.monotonic()
-        addresses = held()
-        for block in active:
-            if any(a in block for a in addresses):
-                self._empty_since.pop(block, None)
-            else:
-                self._empty_since.setdefault(block, now)
-        idle = [b for b in active[1:] if b in self._empty_since
-                and now - self._empty_since[b] >= self.conf.block_release_after_seconds]
-        for block in idle:
-            with lock(), node_state.locked(self.conf.state_file):
-                if any(a in block for a in held()):
-                    continue
-                current = node_state.read(self.conf.state_file)
-                if current is not None:
-                    node_state.write(self.conf.state_file, current.with_blocks(
-                        [b for b in current.networks if b != block]))
-                self._retiring[block] = now
-                self._empty_since.pop(block, None)
-                log.info("block %s idle for %.0f s: no new addresses from it", block,
-                         self.conf.block_release_after_seconds)
-        for block, since in list(self._retiring.items()):
-            if block in idle or now - since < self.idle_check_seconds:
-                continue
-            with lock():
-                if any(a in block for a in held()):
-                    # An ADD that read the old state got an address from it: keep it.
-                    del self._retiring[block]
-                    continue
-                self.datastore.release_block(block, self.conf.nodename)
-                del self._retiring[block]
-
-    def _removal_due(self) -> float:
-        """When the next dead node is due for removal (monotonic time), or never."""
-        limit = self.conf.dead_node_release_seconds
-        if not self._remover or not self._down_since:
-            return float("inf")
-        return min(self._down_since.values()) + limit
-
     # -- the loop
     def on_address_change(self) -> None:
         self._address_changed = True
@@ -287,8 +205,8 @@ class NodeDaemon:
                     self.metrics.synced("resync" if force else "watch", done - started,
                                         done - event_at if event_at is not None else None)
                 if now >= next_idle_check:
-                    self.release_idle()
-                    next_idle_check = now + self.idle_check_seconds
+                    self.idle.release()
+                    next_idle_check = now + self.idle.check_seconds
                 delay = 1.0
             except DatastoreUnavailable as err:
                 if self.metrics is not None:
@@ -307,24 +225,13 @@ class NodeDaemon:
                 log.exception("resync failed; retrying in %.0f s", delay)
                 next_refresh = time.monotonic() + delay
                 delay = min(delay * 2, MAX_BACKOFF)
-            timeout = max(min(next_refresh, next_idle_check, self._removal_due()) - time.monotonic(), 0.0)
+            timeout = max(min(next_refresh, next_idle_check, self.dead.removal_due()) - time.monotonic(), 0.0)
             if self.wake.wait(timeout) and not stop.is_set():
                 stop.wait(SETTLE_SECONDS)
             self.wake.clear()
         if self._watch is not None:
             self._watch.stop()
         self.routing.close()
-
-
-def _pool_store(conflist: str) -> PoolStore | None:
-    """The IPAM store of the conflist's network, when its blocks are the pool's."""
-    from ipam.api import ConflistError, pool_store
-
-    try:
-        return pool_store(conflist)
-    except (ConflistError, CNIError) as err:
-        log.debug("not releasing idle blocks: %s", err)
-        return None
 
 
 def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:

@@ -11,9 +11,10 @@ the lease).
 from __future__ import annotations
 
 import threading
+import time
 
 from ..core.logs import log
-from .datastore import Datastore, DatastoreUnavailable
+from .datastore import Datastore, DatastoreUnavailable, NodeRecord
 
 
 class Liveness:
@@ -48,3 +49,48 @@ class Liveness:
                 log.warning("node %s: cannot renew its lease: %s", self.nodename, err)
             except Exception:
                 log.exception("node %s: renewing its lease failed", self.nodename)
+
+
+class DeadNodes:
+    """Nodes whose lease ran out: logged, shown down, their blocks kept and still routed,
+    as Calico keeps a node's block affinities until the node is deleted; with
+    `dead_node_release_seconds` set, the first live node removes them after that long."""
+
+    def __init__(self, datastore: Datastore, nodename: str, limit: float) -> None:
+        self.datastore = datastore
+        self.nodename = nodename
+        self.limit = limit
+        self._down_since: dict[str, float] = {}
+        self._remover = False  # this node removes dead ones: the first live node by name
+
+    def follow(self, nodes: list[NodeRecord], alive: set[str]) -> None:
+        """Log nodes going down and up; after `dead_node_release_seconds` (if set) the first
+        live node in name order takes a dead one out of the registry and frees its blocks."""
+        now = time.monotonic()
+        names = {n.name for n in nodes}
+        for name in sorted(names - alive - {self.nodename}):
+            if name not in self._down_since:
+                self._down_since[name] = now
+                log.warning("node %s is down: its lease ran out (or it never took one)", name)
+        for name in list(self._down_since):
+            if name in alive or name not in names:
+                del self._down_since[name]
+                log.info("node %s is %s", name, "up again" if name in alive else "gone")
+        limit = self.limit
+        self._remover = bool(limit) and min(alive | {self.nodename}) == self.nodename
+        if not self._remover:
+            return
+        for name, since in list(self._down_since.items()):
+            if now - since >= limit:
+                released = self.datastore.remove_node(name)
+                del self._down_since[name]
+                log.warning("node %s down for %.0f s: removed, blocks released: %s", name,
+                            now - since, ", ".join(map(str, released)) or "none")
+
+    def removal_due(self) -> float:
+        """When the next dead node is due for removal (monotonic time), or never."""
+        limit = self.limit
+        if not self._remover or not self._down_since:
+            return float("inf")
+        return min(self._down_since.values()) + limit
+

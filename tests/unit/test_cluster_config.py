@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,27 @@ BASE = {"etcd_endpoints": ["http://10.99.0.1:23790"], "pool": "192.168.0.0/16", 
 def test_defaults_and_yaml_off() -> None:
     conf = config.parse(yaml.safe_load("encapsulation: Off\n" + yaml.safe_dump(BASE)), "f")
     assert (conf.encapsulation, conf.block_size, conf.as_number) == ("Off", 26, 64512)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "conf" / "node.yaml.example"
+
+
+def test_the_example_documents_every_key_with_its_default() -> None:
+    text = EXAMPLE.read_text()
+    documented = set(re.findall(r"^#? ?([a-z_]+):", text, re.M))
+    assert documented >= set(config.ClusterConfig.model_fields), (
+        set(config.ClusterConfig.model_fields) - documented)
+    assert documented <= set(config.ClusterConfig.model_fields)
+    example = config.parse(yaml.safe_load(text), str(EXAMPLE))
+    defaults = config.parse({"etcd_endpoints": example.etcd_endpoints, "pool": str(example.pool),
+                             "nodename": example.nodename}, "defaults")
+    assert example == defaults
+
+
+def test_route_reflector_cluster_id_is_an_address() -> None:
+    assert config.parse({**BASE, "route_reflector_cluster_id": "224.0.0.1"}, "f").route_reflector_cluster_id
+    with pytest.raises(CNIError, match="not a cluster ID"):
+        config.parse({**BASE, "route_reflector_cluster_id": "rr-1"}, "f")
 
 
 @pytest.mark.parametrize(("change", "words"), [
