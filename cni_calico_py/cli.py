@@ -76,8 +76,10 @@ def _parser(program: str) -> argparse.ArgumentParser:
         description="Follow a packet from SRC (a pod of this node) to DST through the live "
         "state: the pod's route, its host veth, the node's route lookup, the tunnel or BGP "
         "session, and what the node owning DST's block must do. Names the first broken hop.")
-    explain.add_argument("src", metavar="SRC", help="the source pod's IP (a pod of this node)")
-    explain.add_argument("dst", metavar="DST", help="the destination pod's IP")
+    explain.add_argument("src", metavar="SRC",
+                         help="the source pod: its IP, or <namespace>/<name> (a pod of this node)")
+    explain.add_argument("dst", metavar="DST", help="the destination pod: its IP, or "
+                         "<namespace>/<name> when it is a pod of this node")
     explain.add_argument("--conf", default="/etc/cni/net.d/10-calico-py.conflist",
                          help="the conflist whose IPAM store says who holds which address "
                          "(default: %(default)s)")

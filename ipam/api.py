@@ -57,6 +57,7 @@ class Holder:
     container_id: str
     ifname: str
     netns: str
+    pod: str  # "<namespace>/<name>", or "" when the runtime did not name it
 
 
 @dataclass(frozen=True)
@@ -81,5 +82,6 @@ def network_view(conflist: str) -> NetworkView:
     for address, path in record_paths(conf.store_dir):
         record = read_record(path)
         if record is not None and not record.damaged:
-            holders[address] = Holder(record.container_id, record.ifname, record.netns)
+            holders[address] = Holder(record.container_id, record.ifname, record.netns,
+                                      record.pod)
     return NetworkView(conf.network, conf.blocks, holders)

@@ -33,7 +33,8 @@ TMP_PREFIX = files.TEMP_PREFIX
 PROBE_PREFIX = ".probe-"
 # STATUS writes this much to prove an ADD could write its record: a record
 # with a netns path as long as Linux allows and a long container ID.
-PROBE_RECORD = Reservation("c" * 1024, "eth0" + "x" * 11, "/" + "n" * 4095, 0.0)
+PROBE_RECORD = Reservation("c" * 1024, "eth0" + "x" * 11, "/" + "n" * 4095, 0.0,
+                           pod="n" * 63 + "/" + "p" * 253)
 
 
 class DiskStore:

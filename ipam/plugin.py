@@ -105,7 +105,7 @@ def _reserve(
 ) -> tuple[results.Result, list[IPAddress]]:
     requested = requested_addresses(request.args, raw)
     routes.open()  # import and connect before the lock, not while others wait
-    chosen = _add(raw, conf, store, who, request.netns, requested, routes)
+    chosen = _add(raw, conf, store, who, request.netns, requested, routes, _pod(request))
     logs.log.info("IPAM ADD %s got %s", who, ", ".join(str(a.address) for a in chosen))
     result = results.Result(
         ips=[results.IPConfig(
@@ -119,19 +119,27 @@ def _reserve(
 
 def _add(
     raw: dict[str, Any], conf: IpamConf, store: DiskStore, who: pool.Attachment, netns: str,
-    requested: list[Requested], routes: NetlinkBlackholes,
+    requested: list[Requested], routes: NetlinkBlackholes, pod: str,
 ) -> list[pool.Allocation]:
     """pool.add, and in cluster mode, when every block of the node is full, claim another."""
     for _ in range(_CLAIM_ATTEMPTS):
         try:
-            return pool.add(store, conf, who, netns, requested, routes)
+            return pool.add(store, conf, who, netns, requested, routes, pod)
         except CNIError as err:
             if err.code != Code.ADDRESS_EXHAUSTED or conf.node_state_file is None:
                 raise
             borrow.claim_block(conf.node_state_file, conf.blocks, err)
             conf = ipam_config.parse(raw)
     # Other ADDs filled each new block before this one got an address from it.
-    return pool.add(store, conf, who, netns, requested, routes)
+    return pool.add(store, conf, who, netns, requested, routes, pod)
+
+
+def _pod(request: Request) -> str:
+    """The pod as kubelet names it in CNI_ARGS, "<namespace>/<name>"; "" when it does not."""
+    if not (request.pod_namespace and request.pod_name):
+        return ""
+    # Kubernetes bounds both (63 and 253 characters); a longer one is not a pod's name.
+    return f"{request.pod_namespace[:63]}/{request.pod_name[:253]}"
 
 
 def handle(request: Request) -> dict[str, Any] | None:

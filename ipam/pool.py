@@ -41,7 +41,7 @@ class Allocation:
 
 def add(
     store: Store, conf: IpamConf, who: Attachment, netns: str,
-    requested: Sequence[Requested], routes: Blackholes,
+    requested: Sequence[Requested], routes: Blackholes, pod: str = "",
 ) -> list[Allocation]:
     """One address per range set for `who`; the ones it already holds come back unchanged."""
     wanted = requested_by_set(conf, requested)
@@ -50,7 +50,7 @@ def add(
         made: list[IPAddress] = []
         try:
             chosen = [
-                _one(store, range_set, who, netns, wanted.get(range_set.index), held, made)
+                _one(store, range_set, who, netns, pod, wanted.get(range_set.index), held, made)
                 for range_set in conf.range_sets
             ]
             for block in dict.fromkeys(a.range.subnet for a in chosen):
@@ -65,8 +65,8 @@ def add(
 
 
 def _one(
-    store: Store, range_set: RangeSet, who: Attachment, netns: str, want: Requested | None,
-    held: dict[IPAddress, Reservation], made: list[IPAddress],
+    store: Store, range_set: RangeSet, who: Attachment, netns: str, pod: str,
+    want: Requested | None, held: dict[IPAddress, Reservation], made: list[IPAddress],
 ) -> Allocation:
     mine = sorted(a for a, r in held.items()
                   if r.belongs_to(who.container_id, who.ifname) and range_set.find(a))
@@ -76,16 +76,18 @@ def _one(
                            f"{who} already holds {mine[0]} in {range_set.describe()}; "
                            f"cannot also reserve {want}: DEL it first", str(want.address))
         address = want.address if want is not None else mine[0]
-        if held[address].netns != netns:
+        if (held[address].netns, held[address].pod) != (netns, pod or held[address].pod):
             # A retried ADD may come with a new netns; keep the record telling the truth.
-            store.reserve(address, replace(held[address], netns=netns))
+            store.reserve(address, replace(held[address], netns=netns,
+                                           pod=pod or held[address].pod))
     else:
         if want is not None:
             require_free(want, range_set, held)
             address = want.address
         else:
             address = next_free(store, range_set, held)
-        store.reserve(address, Reservation(who.container_id, who.ifname, netns, time.time()))
+        store.reserve(address, Reservation(who.container_id, who.ifname, netns, time.time(),
+                                           pod=pod))
         made.append(address)
         if want is None:
             store.set_last_reserved(range_set.index, address)

@@ -1,7 +1,8 @@
 """The record files of the disk store: their format, and which names in the directory are records.
 
 A record is `<dataDir>/<network name>/<address>` (the address in canonical
-text form): JSON `{"containerID", "ifname", "netns", "created"}`, or
+text form): JSON `{"containerID", "ifname", "netns", "created"}` and, when the
+runtime named the pod, `"pod": "<namespace>/<name>"`; or
 host-local's `containerID\\r\\nifname`. Reading needs no lock: every record
 is whole, thanks to the rename that writes it (`calico-py ipam show` relies on it).
 """
@@ -29,6 +30,8 @@ def record_text(reservation: Reservation) -> str:
         "netns": reservation.netns,
         "created": reservation.created,
     }
+    if reservation.pod:
+        record["pod"] = reservation.pod
     return json.dumps(record) + "\n"
 
 
@@ -60,14 +63,15 @@ def _json_record(text: str, created: float) -> Reservation:
         data = json.loads(text)
         container_id, ifname = data["containerID"], data["ifname"]
         netns = data.get("netns", "")
+        pod = data.get("pod", "")
         when = data.get("created", created)
-        if not all(isinstance(v, str) for v in (container_id, ifname, netns)) or not (
+        if not all(isinstance(v, str) for v in (container_id, ifname, netns, pod)) or not (
             container_id and ifname and isinstance(when, int | float)
         ):
             raise ValueError("fields have the wrong type")
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         return Reservation("", "", created=created, damaged=f"unreadable record: {err}")
-    return Reservation(container_id, ifname, netns, float(when))
+    return Reservation(container_id, ifname, netns, float(when), pod=pod)
 
 
 def _address_named(name: str) -> IPAddress | None:

@@ -63,6 +63,7 @@ def _rows(conf: IpamConf, now: float) -> list[dict[str, Any]]:
             "containerID": record.container_id,
             "ifname": record.ifname,
             "netns": record.netns,
+            "pod": record.pod or None,
             "ageSeconds": round(now - record.created) if record.created else None,
             "netnsExists": netns_exists,
             "notes": notes,
@@ -87,9 +88,9 @@ def _write_table(conf: IpamConf, blocks: list[dict[str, Any]],
     if not rows:
         out.write("no reservations\n")
         return
-    table = [("ADDRESS", "CONTAINER", "IFNAME", "NETNS", "AGE", "NOTE")]
-    table += [(str(r["address"]), r["containerID"] or "?", r["ifname"] or "?", r["netns"] or "-",
-               _age(r["ageSeconds"]), ", ".join(r["notes"])) for r in rows]
+    table = [("ADDRESS", "POD", "CONTAINER", "IFNAME", "NETNS", "AGE", "NOTE")]
+    table += [(str(r["address"]), r["pod"] or "-", r["containerID"] or "?", r["ifname"] or "?",
+               r["netns"] or "-", _age(r["ageSeconds"]), ", ".join(r["notes"])) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

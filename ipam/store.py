@@ -23,6 +23,8 @@ class Reservation:
     netns: str = ""
     created: float = 0.0
     damaged: str = ""
+    # "<namespace>/<name>" of the pod, when the runtime named it (kubelet's CNI_ARGS).
+    pod: str = ""
 
     def belongs_to(self, container_id: str, ifname: str) -> bool:
         return not self.damaged and (self.container_id, self.ifname) == (container_id, ifname)

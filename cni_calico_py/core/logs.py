@@ -75,7 +75,10 @@ def _rotate_if_full(path: str, max_bytes: int, backups: int) -> None:
     with open(path, "ab") as full:
         fcntl.flock(full, fcntl.LOCK_EX)
         try:
-            if os.stat(path).st_ino != os.fstat(full.fileno()).st_ino:
+            # Another process may have rotated it since the first look: then this
+            # opened the new file, which is not full.
+            if (os.stat(path).st_ino != os.fstat(full.fileno()).st_ino
+                    or os.fstat(full.fileno()).st_size < max_bytes):
                 return
         except OSError:
             return

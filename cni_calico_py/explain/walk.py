@@ -64,9 +64,9 @@ class Explanation:
 
 
 def explain(src: str, dst: str, conflist: str, node_config: str) -> Explanation:
-    src_ip, dst_ip = _address(src, "SRC"), _address(dst, "DST")
     cluster = read_cluster(node_config)
     pods = network_view(conflist)
+    src_ip, dst_ip = _address(src, "SRC", pods), _address(dst, "DST", pods)
     holder = pods.holders.get(src_ip)
     if holder is None:
         owner = cluster.owner_of(src_ip)
@@ -81,11 +81,19 @@ def explain(src: str, dst: str, conflist: str, node_config: str) -> Explanation:
     return walk.result
 
 
-def _address(text: str, what: str) -> IPv4Address:
+def _address(text: str, what: str, pods: NetworkView) -> IPv4Address:
+    """A pod's address, given as such or as `<namespace>/<name>` of a pod of this node."""
+    if "/" in text:
+        found = [a for a, h in pods.holders.items() if h.pod == text and isinstance(a, IPv4Address)]
+        if not found:
+            raise ExplainError(f"{what}: no pod named {text} holds an address on this node "
+                               "(a pod of another node: give its IP)")
+        return min(found)
     try:
         address = ip_address(text)
     except ValueError:
-        raise ExplainError(f"{what} must be a pod's IPv4 address, got {text!r}") from None
+        raise ExplainError(f"{what} must be a pod's IPv4 address or its <namespace>/<name>, "
+                           f"got {text!r}") from None
     if not isinstance(address, IPv4Address):
         raise ExplainError(f"{what}: only IPv4 is explained, got {text}")
     return address

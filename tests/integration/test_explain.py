@@ -25,11 +25,11 @@ class Pair:
     src: Pod
     dst: Pod
 
-    def explain(self, *extra: str) -> tuple[int, Any]:
+    def explain(self, src: str = "", dst: str = "") -> tuple[int, Any]:
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.node.name, self.exe, "explain", self.src.address(),
-             self.dst.address(), "--conf", str(self.conf), "--config", "/nonexistent", "--json",
-             *extra], capture_output=True, text=True, timeout=60)
+            ["ip", "netns", "exec", self.node.name, self.exe, "explain",
+             src or self.src.address(), dst or self.dst.address(), "--conf", str(self.conf),
+             "--config", "/nonexistent", "--json"], capture_output=True, text=True, timeout=60)
         assert proc.returncode in (0, 1), proc.stderr
         return proc.returncode, json.loads(proc.stdout)
 
@@ -41,7 +41,9 @@ def pair(root: None, plugin_exe: str, cni_path: str, tmp_path: Path) -> Iterator
     conf_file.write_text(json.dumps(conf))
     with make_node() as node:
         pods = [Pod(node=node, exe=plugin_exe, cni_path=cni_path, conf=conf,
-                    netns=node.add_pod(), container_id=f"explain{i}") for i in range(2)]
+                    netns=node.add_pod(), container_id=f"explain{i}",
+                    args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-{i}")
+                for i in range(2)]
         for pod in pods:
             pod.add()
         yield Pair(node, plugin_exe, conf_file, *pods)
@@ -99,3 +101,13 @@ def test_a_source_that_is_not_a_pod_here_is_refused(pair: Pair) -> None:
                            "10.99.99.99", pair.dst.address(), "--conf", str(pair.conf),
                            "--config", "/nonexistent"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "10.99.99.99 is not a pod of this node" in proc.stderr, proc
+
+
+def test_pods_can_be_named_as_kubelet_names_them(pair: Pair) -> None:
+    code, report = pair.explain("shop/web-0", "shop/web-1")
+    assert code == 0, report
+    assert (report["src"], report["dst"]) == (pair.src.address(), pair.dst.address())
+    proc = subprocess.run(["ip", "netns", "exec", pair.node.name, pair.exe, "explain",
+                           "shop/web-9", "shop/web-1", "--conf", str(pair.conf),
+                           "--config", "/nonexistent"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no pod named shop/web-9" in proc.stderr, proc.stderr

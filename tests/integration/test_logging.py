@@ -67,7 +67,8 @@ def test_a_full_log_is_rotated_once_by_concurrent_requests(node: Node, plugin_ex
         added = list(pool.map(lambda pod: pod.call("ADD")[0], pods))
     assert added == [0] * len(pods)
     rotated = Path(f"{log_file}.1")
-    assert rotated.read_text() == filler * 1024
+    # A request that opened the log just before the rotation may add its lines there.
+    assert rotated.read_text().startswith(filler * 1024)
     assert not Path(f"{log_file}.2").exists()
     fresh = log_file.read_text()
     assert all(f"ADD container={pod.container_id}" in fresh for pod in pods), fresh

@@ -39,7 +39,8 @@ def populated(tmp_path):
     store = DiskStore(conf.store_dir, 5)
     live = tmp_path / "live-netns"
     live.write_text("")
-    pool.add(store, conf, pool.Attachment("alive", "eth0"), str(live), [], FakeBlackholes())
+    pool.add(store, conf, pool.Attachment("alive", "eth0"), str(live), [], FakeBlackholes(),
+             pod="shop/web-0")
     pool.add(store, conf, pool.Attachment("gone", "eth0"), str(tmp_path / "no-such-netns"), [],
              FakeBlackholes())
     with store.locked():
@@ -57,13 +58,15 @@ def test_table(populated):
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("network k8s-pod-network, store ")
     assert lines[1] == f"block {SUBNET}: 4 of 64 addresses in use"
-    assert lines[2].split() == ["ADDRESS", "CONTAINER", "IFNAME", "NETNS", "AGE", "NOTE"]
+    assert lines[2].split() == ["ADDRESS", "POD", "CONTAINER", "IFNAME", "NETNS", "AGE", "NOTE"]
     rows = {line.split()[0]: line for line in lines[3:]}
     assert list(rows) == ["192.168.97.0", "192.168.97.1", "192.168.97.10", "192.168.97.20",
                           "192.168.98.1"]
-    assert "alive" in rows["192.168.97.0"] and rows["192.168.97.0"].split()[-1] in ("0s", "1s")
+    assert rows["192.168.97.0"].split()[1:3] == ["shop/web-0", "alive"]
+    assert rows["192.168.97.0"].split()[-1] in ("0s", "1s")
+    assert rows["192.168.97.1"].split()[1] == "-"
     assert rows["192.168.97.1"].endswith("netns gone")
-    assert rows["192.168.97.10"].split()[4] == "3h"
+    assert rows["192.168.97.10"].split()[5] == "3h"
     assert "unreadable" in rows["192.168.97.20"]
     assert rows["192.168.98.1"].endswith("outside the configured ranges")
 
@@ -78,6 +81,7 @@ def test_json(populated):
     alive = by_address["192.168.97.0"]
     assert (alive["containerID"], alive["ifname"], alive["netnsExists"], alive["notes"]) == (
         "alive", "eth0", True, [])
+    assert (alive["pod"], by_address["192.168.97.1"]["pod"]) == ("shop/web-0", None)
     assert alive["ageSeconds"] >= 0
     assert by_address["192.168.97.1"]["netnsExists"] is False
     assert by_address["192.168.97.1"]["notes"] == ["netns gone"]
