@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,14 @@ def scrape(node: Node) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
+def python_entry_point(tmp_path: Path) -> str:
+    """The package's own entry point (what the frozen program runs), as an executable."""
+    script = tmp_path / "calico-py"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} -m cni_calico_py \"$@\"\n")
+    script.chmod(0o755)
+    return str(script)
+
+
 def listening(node: Node) -> list[str]:
     """The node's listening TCP sockets, as address:port."""
     out = node.exec("ss", "-Htln").stdout.split("\n")
@@ -54,7 +63,9 @@ def test_metrics_match_the_requests_served(bare_node: Node, plugin_exe: str, cni
         assert bad.call("ADD")[1]["code"] == 7
         for pod in pods[:2]:
             assert pod.delete()[0] == 0
-        # Served by its caller while the agent's socket is there: a fallback.
+        # Served by its caller while the agent's socket is there: a fallback. The
+        # Python entry point is told, as the launcher tells it, that the agent was tried.
+        pods[2].exe = python_entry_point(tmp_path)
         assert pods[2].delete(CALICO_PY_AGENT_TRIED="1")[0] == 0
         samples = scrape(bare_node)
     assert samples[("calico_py_agent_requests_total", (("code", "0"), ("verb", "ADD")))] == 3
