@@ -40,7 +40,9 @@ try:
     if args["action"] == "apply":
         me = NodeRecord(**args["me"])
         peers = [NodeRecord(**p) for p in args["peers"]]
-        result = bird.apply(render(me, peers, ipaddress.IPv4Network(args["pool"]), 64512, bird.log_path))
+        blocks = [ipaddress.IPv4Network(b) for b in args["blocks"]]
+        result = bird.apply(render(me, peers, ipaddress.IPv4Network(args["pool"]), 64512,
+                                   bird.log_path, blocks, "Off"))
     elif args["action"] == "peers":
         result = bird.peer_states()
     else:
@@ -64,9 +66,10 @@ class BgpNode:
     def record(self) -> dict[str, Any]:
         return {"name": self.netns, "ip": f"{self.address}/24", "as_number": 64512, "vtep_mac": "-"}
 
-    def probe(self, action: str, peers: list[dict[str, Any]] | None = None) -> Any:
+    def probe(self, action: str, peers: list[dict[str, Any]] | None = None,
+              blocks: list[str] | None = None) -> Any:
         args = {"action": action, "dir": str(self.dir), "me": self.record, "peers": peers or [],
-                "pool": POOL}
+                "pool": POOL, "blocks": [self.block] if blocks is None else blocks}
         proc = subprocess.run(
             ["ip", "netns", "exec", self.netns, sys.executable, "-c", PROBE, json.dumps(args)],
             capture_output=True, text=True, timeout=60, cwd=REPO,
@@ -74,8 +77,12 @@ class BgpNode:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return json.loads(proc.stdout)
 
-    def apply(self, *peers: BgpNode, extra: list[dict[str, Any]] | None = None) -> str:
-        result: str = self.probe("apply", [self.record, *(p.record for p in peers), *(extra or [])])
+    def apply(self, *peers: BgpNode, extra: list[dict[str, Any]] | None = None,
+              blocks: list[str] | None = None) -> str:
+        """BIRD configured as the daemon does it: the peers, and the node's blocks, which
+        BIRD holds as blackholes and announces (by default, the node's one block)."""
+        result: str = self.probe("apply", [self.record, *(p.record for p in peers), *(extra or [])],
+                                 blocks)
         return result
 
     def pid(self) -> int:
@@ -128,7 +135,6 @@ def nodes(tmp_path: Path) -> Iterator[tuple[BgpNode, BgpNode]]:
         for node in pair:
             sh("ip", "addr", "add", f"{node.address}/24", "dev", "eth0", netns=node.netns)
             sh("ip", "link", "set", "eth0", "up", netns=node.netns)
-            sh("ip", "route", "add", "blackhole", node.block, "proto", "98", netns=node.netns)
         yield one, two
     finally:
         for name in made:
@@ -154,15 +160,17 @@ def test_blocks_are_exchanged_and_withdrawn(nodes):
         assert (route["dst"], route.get("gateway"), route["dev"]) == (other.block, other.address, "eth0")
         assert route.get("metric", 0) == 0
         assert route.get("type", "unicast") == "unicast"
-    # The own block stays the IPAM's blackhole, not overwritten by BIRD.
-    assert one.route(one.block) == {"type": "blackhole", "dst": one.block, "protocol": "98", "flags": []}
+    # The own block is BIRD's blackhole, as on a Calico node.
+    assert one.route(one.block) == {"type": "blackhole", "dst": one.block, "protocol": "bird",
+                                    "flags": []}
     wait_for(lambda: one.probe("peers") == {two.address: "Established"}, "node 1 established", 5)
     assert two.probe("peers") == {one.address: "Established"}
 
-    # Releasing a block is just removing its blackhole route.
-    sh("ip", "route", "del", "blackhole", two.block, "proto", "98", netns=two.netns)
-    wait_for(lambda: one.route(two.block) is None, "withdrawal of node 2's removed block", 3)
-    sh("ip", "route", "add", "blackhole", two.block, "proto", "98", netns=two.netns)
+    # Releasing a block is BIRD no longer holding it: withdrawn from the peer, gone locally.
+    assert two.apply(one, blocks=[]) == "reconfigured"
+    wait_for(lambda: one.route(two.block) is None, "withdrawal of node 2's released block", 3)
+    assert two.route(two.block) is None
+    assert two.apply(one) == "reconfigured"
     wait_for(lambda: learned(one, two), "node 2's block announced again", 3)
 
     # A BIRD that is told to go says so to its peers, which withdraw at once.
