@@ -311,11 +311,17 @@ class _Walk:
                     what += "; learned through a route reflector"
         self.hop(where, what, problem)
 
-    def vxlan(self, node: Kernel, route: Route) -> None:
-        where = f"node {self.here}"
+    def tunnel(self, node: Kernel, route: Route, kind: str) -> Link | None:
+        """The tunnel device the route goes out of; a broken hop when it is gone."""
         device = node.link(route.dev or "")
         if device is None:
-            self.hop(where, f"{route.dev}", f"the VXLAN device {route.dev} is gone")
+            self.hop(f"node {self.here}", f"{route.dev}", f"the {kind} device {route.dev} is gone")
+        return device
+
+    def vxlan(self, node: Kernel, route: Route) -> None:
+        where = f"node {self.here}"
+        device = self.tunnel(node, route, "VXLAN")
+        if device is None:
             return
         vtep = route.gateway or ""
         mac = node.neighbour(vtep, device.index)
@@ -343,9 +349,8 @@ class _Walk:
 
     def ipip(self, node: Kernel, route: Route) -> None:
         where = f"node {self.here}"
-        device = node.link(route.dev or "")
+        device = self.tunnel(node, route, "IPIP")
         if device is None:
-            self.hop(where, f"{route.dev}", f"the IPIP device {route.dev} is gone")
             return
         local = self.cluster.nodes.get(self.here, "?")
         what = (f"{device.name} ({'up' if device.up else 'DOWN'}, mtu {device.mtu}): "
