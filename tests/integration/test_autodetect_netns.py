@@ -126,7 +126,7 @@ def test_detects(node, method, explicit, expected):
         ("interface=(", "", 'ip_autodetection "interface=(": bad regex'),
         ("cidr=10.0.0.0/99", "", 'ip_autodetection "cidr=10.0.0.0/99": bad IPv4 CIDR'),
         ("foo", "", 'ip_autodetection "foo": unknown method; use first-found, can-reach=<ip>, '
-                    "interface=<regex> or cidr=<cidr>"),
+                    "interface=<regex>, skip-interface=<regex> or cidr=<cidr>"),
         ("first-found", "10.0.0.300", 'IP "10.0.0.300": not an IPv4 address or address/prefix'),
     ],
 )
