@@ -28,6 +28,8 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
+# etcd keeps only its last 1000 revisions (README, "Several nodes"): idle nodes write
+# nothing, but every change adds one, and nothing else would ever drop them.
 step "underlay $ul: bridge 10.99.0.1/24 and etcd on it"
 ip netns add "$ul"; ip -n "$ul" link set lo up
 ip -n "$ul" link add br0 type bridge && ip -n "$ul" addr add 10.99.0.1/24 dev br0
@@ -37,7 +39,8 @@ in_ns "$ul" etcd --name demo --data-dir "$prefix/etcd" \
     --listen-client-urls http://10.99.0.1:23790,http://127.0.0.1:23790 \
     --advertise-client-urls http://10.99.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
     --initial-advertise-peer-urls http://127.0.0.1:23800 \
-    --initial-cluster demo=http://127.0.0.1:23800 >"$prefix/etcd.log" 2>&1 &
+    --initial-cluster demo=http://127.0.0.1:23800 \
+    --auto-compaction-mode revision --auto-compaction-retention 1000 >"$prefix/etcd.log" 2>&1 &
 until in_ns "$ul" etcdctl --endpoints http://127.0.0.1:23790 endpoint health >/dev/null 2>&1; do sleep 0.3; done
 
 attach() {  # attach NODE BRIDGE-NS BRIDGE ADDRESS/LEN GATEWAY PEER-NAME

@@ -63,7 +63,8 @@ filter calico_py_bgp_import {{
 {tunnel}  accept;
 }}
 
-# To the kernel: the peers' blocks and this node's blackholes; BIRD learns nothing from it.
+# To the kernel: the peers' blocks and this node's blackholes; from it (IPIP modes) only
+# what resolves a multihop peer's next hop, never a block.
 filter calico_py_kernel_export {{
   if source = RTS_BGP then accept;
   if source = RTS_STATIC then accept;
@@ -77,15 +78,22 @@ protocol kernel {{
   merge paths on;
   # Otherwise every route gets `metric 32`, unlike the routes Calico's nodes have.
   metric 0;
-  ipv4 {{
-    import none;
+{learn}  ipv4 {{
+    import {kernel_import};
     export filter calico_py_kernel_export;
   }};
 }}
-
+{direct}
 protocol static {static} {{
   ipv4;
 {routes}}}
+"""
+
+_DIRECT = """
+protocol direct {
+  ipv4;
+  interface -"cali*", -"tunl0", -"vxlan*", "*";
+}
 """
 
 # Through tunl0 (upstream BIRD 2.0.12's `onlink`: set ifname, then onlink, then gw).
@@ -99,8 +107,7 @@ _PEER = """
 protocol bgp {name} {{
   local {me} as {asn};
   neighbor {peer} as {asn};
-  direct;
-{passive}{client}  connect delay time 1;
+{hops}{passive}{client}  connect delay time 1;
   connect retry time 1;
   error wait time 1, 5;
   ipv4 {{
@@ -147,8 +154,14 @@ def render(
     tunnel, import_how = _tunnel(mode, me)
     routes = "".join(f"  route {b} blackhole;\n" for b in sorted(set(blocks)))
     reflect = f"  if source = RTS_BGP && net ~ [ {pool}+ ] then accept;\n" if me.route_reflector else ""
+    # IPIP: peers in other subnets are multihop, their next hops resolved through the
+    # node's own routes (its subnet, its default route), as Calico's BIRD does.
+    ipip = mode.startswith("IPIP")
     text = _HEAD.format(log=log_path, me=mine, pool=pool, static=STATIC, mode=mode,
-                        tunnel=tunnel, import_how=import_how, routes=routes, reflect=reflect)
+                        tunnel=tunnel, import_how=import_how, routes=routes, reflect=reflect,
+                        learn="  learn;\n" if ipip else "",
+                        kernel_import=f"where !(net ~ [ {pool}+ ])" if ipip else "none",
+                        direct=_DIRECT if ipip else "")
     for peer in peers_of(me, nodes):
         address = node_address(peer)
         # One side listens only, so two nodes starting together do not open two
@@ -157,6 +170,10 @@ def render(
         client = ""
         if me.route_reflector and not peer.route_reflector:
             client = f"  rr client;\n  rr cluster id {me.route_reflector};\n"
+        # A peer in another subnet is reached through routers (IPIP modes): multihop, and
+        # its routes' next hop is set by the import filter (tunl0, onlink).
+        near = address in ipaddress.IPv4Interface(me.ip).network
         text += _PEER.format(name=protocol_name(address), me=mine, peer=address, asn=as_number,
-                             passive=passive, client=client)
+                             passive=passive, client=client,
+                             hops="  direct;\n" if near or not ipip else "  multihop;\n")
     return text

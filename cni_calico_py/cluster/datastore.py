@@ -18,7 +18,9 @@ import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Network
+from typing import Any
 
 from ipam.block_claims import BlockClaims, DatastoreUnavailable, PoolExhausted
 
@@ -119,6 +121,10 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def _transaction(client: Any, txn: dict[str, Any]) -> dict[str, Any]:
+    return dict(client.transaction(txn))
+
+
 def range_end(prefix: str) -> str:
     """The end of etcd's range holding every key that starts with `prefix`."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -173,10 +179,29 @@ class Datastore(BlockClaims):
         self._call(f"mark {name} alive", lambda c: c.post(c.get_url("/kv/put"), json=body))
 
     def remove_node(self, name: str) -> list[IPv4Network]:
-        """Take a node out of the registry and give its blocks back to the pool."""
-        owned = [b for b, owner in self.blocks().items() if owner == name]
-        for block in owned:
-            self.release_block(block, name)
-        self._call(f"remove node {name}", lambda c: c.delete(self._node_key(name)))
-        self._call(f"remove node {name}", lambda c: c.delete(self._alive_key(name)))
-        return owned
+        """Take a node out of the registry and give its blocks back to the pool, in one
+        transaction (every node's watch sees it at once); only the blocks still its own."""
+        for _ in range(3):
+            found = self._call("list blocks", lambda c: c.get_prefix(f"{self.prefix}/blocks/"))
+            owned: list[tuple[IPv4Network, str, int]] = []
+            for value, meta in found:
+                key = meta["key"].decode()
+                block = _block(key.rsplit("/", 1)[-1])
+                try:
+                    owner = json.loads(value)["node"]
+                except (ValueError, KeyError, TypeError):
+                    owner = None
+                if block is not None and owner == name:
+                    owned.append((block, key, int(meta["mod_revision"])))
+            txn = {
+                "compare": [{"key": _b64(key), "result": "EQUAL", "target": "MOD",
+                             "mod_revision": revision} for _, key, revision in owned],
+                "success": [{"request_delete_range": {"key": _b64(key)}}
+                            for key in [k for _, k, _ in owned] + [self._node_key(name),
+                                                                   self._alive_key(name)]],
+                "failure": [],
+            }
+            result = self._call(f"remove node {name}", partial(_transaction, txn=txn))
+            if result.get("succeeded", False):
+                return [block for block, _, _ in owned]
+        raise DatastoreUnavailable(f"cannot remove node {name}: its blocks kept changing")

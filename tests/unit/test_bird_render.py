@@ -131,8 +131,17 @@ def test_rejects_what_bird_cannot_take(bad):
         render(**args)
 
 
+FAR = NodeRecord("far", "10.99.1.13/24", 64512, "m")
+
+
+def test_a_peer_in_another_subnet_is_multihop():
+    peers = protocols(render(NODES[0], [*NODES, FAR], POOL, 64512, LOG, BLOCKS, "IPIP"))
+    assert "multihop;" in peers["peer_10_99_1_13"]
+    assert "direct;" in peers["peer_10_99_0_12"] and "multihop" not in peers["peer_10_99_0_12"]
+
+
 @pytest.mark.parametrize("mode", ["Off", "IPIP", "IPIPCrossSubnet"])
-@pytest.mark.parametrize(("me", "nodes"), [(NODES[0], NODES[:1]), (NODES[1], NODES),
+@pytest.mark.parametrize(("me", "nodes"), [(NODES[0], NODES[:1]), (NODES[1], [*NODES, FAR]),
                                           (REFLECTED[0], REFLECTED), (REFLECTED[4], REFLECTED)])
 def test_bird_parses_the_config(tmp_path, me, nodes, mode):
     """BIRD itself checks the config of each mode (IPIP's too: no ipip module here to run it)."""
