@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from . import config
@@ -22,11 +23,12 @@ def handle(request: Request) -> dict[str, Any] | None:
         request.pod_namespace or "-", request.pod_name or "-",
         request.args.get("K8S_POD_INFRA_CONTAINER_ID", "-"), request.args.get("K8S_POD_UID", "-"),
     )
-    # Every CNI_ARGS key (kubelet also sends IgnoreUnknown and varies the
-    # order), and which runtime capabilities arrived, for debugging a runtime.
-    logs.log.debug("%s CNI_ARGS %s capabilities=%s", request.command,
-                   ";".join(f"{key}={value}" for key, value in sorted(request.args.items())) or "-",
-                   ",".join(sorted(raw.get("runtimeConfig") or {})) or "-")
+    if logs.log.isEnabledFor(logging.DEBUG):
+        # Every CNI_ARGS key (kubelet also sends IgnoreUnknown and varies the
+        # order), and which runtime capabilities arrived, for debugging a runtime.
+        logs.log.debug("%s CNI_ARGS %s capabilities=%s", request.command,
+                       ";".join(f"{k}={v}" for k, v in sorted(request.args.items())) or "-",
+                       ",".join(sorted(raw.get("runtimeConfig") or {})) or "-")
     from . import commands
 
     outcome = commands.dispatch(request, netconf, raw)
