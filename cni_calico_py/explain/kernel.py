@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.constants import MAIN_TABLE, ROUTE_PROTO
 from ..dataplane.netlink import iproute_class
+from ..dataplane.netns import entered
 
 RTM_F_FIB_MATCH = 0x2000
 RTNH_F_ONLINK = 4
@@ -68,11 +69,21 @@ class Link:
 
 
 class Kernel:
-    """Netlink to the current network namespace, or to the one at `netns` (a path)."""
+    """Netlink to the current network namespace, or to the pod's one at `netns` (a path).
+
+    A pod's namespace is entered as every request enters it (dataplane.netns),
+    never through pyroute2's own `netns=`, which makes the namespace when the
+    path is missing. Raises NetnsNotFound or NetnsRefused for a bad path.
+    """
 
     def __init__(self, netns: str | None = None) -> None:
         iproute = iproute_class()
-        self._ipr = iproute(netns=netns) if netns else iproute()
+        if netns:
+            # A netlink socket belongs to the namespace it was made in.
+            with entered(netns):
+                self._ipr = iproute()
+        else:
+            self._ipr = iproute()
         self._names: dict[int, str] = {}
 
     def close(self) -> None:

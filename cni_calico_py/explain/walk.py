@@ -22,6 +22,7 @@ from ipam.api import Holder, NetworkView, network_view
 from ipam.conflist import load_network
 
 from ..core.constants import DEFAULT_VETH_PREFIX
+from ..dataplane.netns import NetnsNotFound, NetnsRefused
 from .cluster_view import SINGLE_NODE, ClusterView
 from .cluster_view import read as read_cluster
 from .kernel import Kernel, Link, Route, sysctl
@@ -132,9 +133,10 @@ class _Walk:
             with Kernel(self.holder.netns) as pod:
                 route = pod.lookup(str(self.dst))
                 link = pod.link(self.holder.ifname)
-        except OSError as err:
+        except (OSError, NetnsNotFound, NetnsRefused) as err:
+            reason = "it is gone" if isinstance(err, NetnsNotFound) else str(err)
             self.hop(where, f"netns {self.holder.netns}",
-                     f"cannot enter the pod's network namespace: {err.strerror or err}")
+                     f"cannot enter the pod's network namespace: {reason}")
             return
         if link is None:
             self.hop(where, f"netns {self.holder.netns}", f"the pod has no {self.holder.ifname}")
@@ -227,7 +229,7 @@ class _Walk:
         try:
             with Kernel(holder.netns) as pod:
                 link = pod.link(holder.ifname)
-        except OSError:
+        except (OSError, NetnsNotFound, NetnsRefused):
             return None
         return node.link(link.peer_index) if link is not None and link.peer_index else None
 

@@ -111,3 +111,12 @@ def test_pods_can_be_named_as_kubelet_names_them(pair: Pair) -> None:
                            "shop/web-9", "shop/web-1", "--conf", str(pair.conf),
                            "--config", "/nonexistent"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no pod named shop/web-9" in proc.stderr, proc.stderr
+
+
+def test_a_source_pod_whose_netns_is_gone_is_named(pair: Pair) -> None:
+    subprocess.run(["ip", "netns", "del", Path(pair.src.netns).name], check=True)
+    code, report = pair.explain()
+    assert code == 1, json.dumps(report, indent=1)
+    assert any("cannot enter the pod's network namespace" in p for p in broken(report)), \
+        json.dumps(report, indent=1)
+    assert not Path(pair.src.netns).exists(), "explain must never make a namespace"
