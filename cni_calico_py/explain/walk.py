@@ -245,6 +245,9 @@ class _Walk:
             return (f"{self.dst} is in this node's block {own}, but the node has no route for "
                     f"it; the lookup ends at: {fell_to}")
         if owner is None:
+            if self.cluster.datastore_error:
+                return (f"the datastore could not be read ({self.cluster.datastore_error}), so "
+                        f"the node owning {self.dst} is unknown; the lookup ends at: {fell_to}")
             if self.cluster.mode == SINGLE_NODE:
                 return (f"{self.dst} is outside this node's block and, in single-node mode, "
                         f"no node is known for it; the lookup ends at: {fell_to}")
@@ -369,6 +372,9 @@ class _Walk:
     def remote(self) -> None:
         owner = self.cluster.owner_of(self.dst)
         if owner is None:
+            if self.cluster.datastore_error:
+                self.hop("datastore", f"could not be read ({self.cluster.datastore_error}): "
+                                      f"the node owning {self.dst} is unknown")
             return
         block, name = owner
         ip = self.cluster.nodes.get(name, "?")
