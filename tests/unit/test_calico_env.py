@@ -43,10 +43,11 @@ CASES: list[tuple[str, str, str, Any, Any]] = [
     ("NODENAME", "worker-7", "nodename", "worker-7", "n1"),
     ("ETCD_ENDPOINTS", "http://10.0.0.2:2379,http://10.0.0.3:2379", "etcd_endpoints",
      ["http://10.0.0.2:2379", "http://10.0.0.3:2379"], ["http://10.0.0.1:2379"]),
-    ("CALICO_NETWORKING_BACKEND", "vxlan", "networking_backend", "vxlan", None),
-    ("CALICO_NETWORKING_BACKEND", "bird", "networking_backend", "bird", None),
-    ("CALICO_NETWORKING_BACKEND", "none", "networking_backend", "none", None),
-    ("DATASTORE_TYPE", "etcdv3", "block_size", 26, None),  # accepted; it sets nothing
+    ("CALICO_NETWORKING_BACKEND", "vxlan", "networking_backend", "vxlan", "none"),
+    ("CALICO_NETWORKING_BACKEND", "bird", "networking_backend", "bird", "none"),
+    ("CALICO_NETWORKING_BACKEND", "none", "networking_backend", "none", "bird"),
+    # Accepted; it sets nothing (etcd is the only datastore), so no file value can conflict.
+    ("DATASTORE_TYPE", "etcdv3", "block_size", 26, None),
 ]
 
 
