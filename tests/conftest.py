@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,21 @@ from tests.netns import Node, make_node, running_agent
 REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
 REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = ("calico-py", "calico-py-ipam")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI timeout, `timeout`, an operator's kill) ends the run as Ctrl-C does.
+
+    By default SIGTERM ends Python at once, and the namespaces, processes and
+    mounts the running test made would stay. As KeyboardInterrupt, pytest
+    unwinds every fixture and `finally` first.
+    """
+    def interrupt(_signum: int, _frame: object) -> None:
+        # Once: a second SIGTERM must not cut the cleanup short (SIGKILL still can).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _bin_dir() -> Path:
