@@ -8,11 +8,16 @@ this lock for the whole of ADD, DEL and CHECK makes them run one after the
 other, whether they come through agent workers or cold processes: it is an
 flock, so it also dies with a killed holder.
 
-The lock files live on tmpfs (`/run`): they only need to outlive the
-operations, not a reboot. The holder removes the file before it lets go; a
-waiter that then locks the removed file sees it unlinked and tries again on
-a new one (filelock checks st_nlink after flock), so no file is left behind
-per pod and two holders never meet.
+The lock files live on tmpfs (`/run/lock`): they only need to outlive the
+operations, not a reboot. Never under the agent's runtime directory: its
+service manager removes that when the agent stops or restarts, while cold
+processes and finishing workers still hold locks in it. The holder removes
+the file before it lets go; a waiter that then locks the removed file finds
+the path no longer names it and tries again on a new one (core/locks.py), so
+no file is left behind per pod and two holders never meet. A lock whose file
+something else removed while it was held is no longer exclusive: `confirm`
+says so before a step that must not run beside another request of the
+attachment, and the request stops there instead.
 
 Bounds (the agent's deadlines are ordered after them): the wait here is at
 most `WAIT_SECONDS`, the IPAM store lock's at most its lockTimeoutSeconds
@@ -31,7 +36,7 @@ from . import locks
 from .errors import CNIError, Code
 
 DIRECTORY_ENV = "CALICO_PY_ATTACHMENT_LOCKS"
-DEFAULT_DIRECTORY = "/run/calico-py/attachments"
+DEFAULT_DIRECTORY = "/run/lock/calico-py/attachments"
 WAIT_SECONDS = 120.0
 
 
@@ -45,6 +50,7 @@ def lock_path(network: str, container_id: str, ifname: str) -> str:
 @contextmanager
 def held(network: str, container_id: str, ifname: str, verb: str) -> Iterator[None]:
     """Hold the attachment's lock, or raise CNIError 11 after WAIT_SECONDS."""
+    global _current
     path = lock_path(network, container_id, ifname)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -56,5 +62,29 @@ def held(network: str, container_id: str, ifname: str, verb: str) -> Iterator[No
         busy=f"another operation on container {container_id} ifname {ifname} in network "
              f"{network} still runs after {WAIT_SECONDS:g} s; try {verb} again later",
         where=f"{verb} of container {container_id} ifname {ifname} started",
-    ):
-        yield
+    ) as lock:
+        _current = lock
+        try:
+            yield
+        finally:
+            _current = None
+
+
+# The lock this process holds now: one request at a time per process.
+_current: locks.Held | None = None
+
+
+def intact() -> bool:
+    """Whether no other request of the attachment can have run since this one took the lock."""
+    return _current is None or _current.still_ours()
+
+
+def confirm(step: str) -> None:
+    """Raise error 11 before `step` if the lock's file was removed or replaced while held."""
+    if _current is not None and not _current.still_ours():
+        raise CNIError(
+            Code.TRY_AGAIN_LATER,
+            f"the attachment lock {_current.path} was removed while this request held it, so "
+            f"another request of the attachment may have run meanwhile; {step} was not done",
+            "try again: the retry takes the lock anew and finds the state as it is",
+        )
