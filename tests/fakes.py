@@ -20,7 +20,7 @@ from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.request import Request
 from cni_calico_py.core.results import IPAddress, IPConfig, Result, Route
 from cni_calico_py.dataplane import netns
-from cni_calico_py.dataplane.api import Pod
+from cni_calico_py.dataplane.api import Held, Pod
 from cni_calico_py.dataplane.inspect import Made
 from cni_calico_py.dataplane.veth import LinkFacts
 
@@ -84,6 +84,7 @@ class Kernel:
     pod_routes: list[Route] = field(default_factory=list)
     host_routes: dict[IPAddress, str] = field(default_factory=dict)
     configured: bool = False
+    owners: dict[str, str] = field(default_factory=dict)  # host veth -> its owner mark
 
     def empty(self) -> bool:
         return not (self.host_links or self.pod_links or self.addresses or self.pod_routes
@@ -94,6 +95,7 @@ class Kernel:
 
     def remove_pair(self, host_name: str) -> None:
         ifname = self.host_links.pop(host_name, None)
+        self.owners.pop(host_name, None)
         if ifname is not None:
             self.pod_links.pop(ifname, None)
             self.addresses, self.pod_routes, self.configured = [], [], False
@@ -119,28 +121,27 @@ class FakeDataplane:
     @contextmanager
     def setup(self, pod: Pod) -> Iterator[FakeSetup]:
         self._open()
-        if self.kernel.pod_links.get(pod.ifname) == pod.host_name:
-            self.journal.append("replace earlier pair")
-            self.kernel.remove_pair(pod.host_name)
-        elif pod.ifname in self.kernel.pod_links:
-            raise CNIError(Code.DATAPLANE_FAILURE, f"interface {pod.ifname} already exists")
         yield FakeSetup(self, pod)
 
-    def teardown(self, pod: Pod) -> bool:
+    def teardown(self, pod: Pod, held: Held) -> bool:
         self._open()
         host_name = self.kernel.pod_links.get(pod.ifname)
-        self.journal.append(f"teardown {pod.ifname}: {'removed' if host_name else 'missing'}")
-        if host_name is not None:
+        mine = host_name is not None and self.kernel.owners.get(host_name) == pod.owner
+        self.journal.append(f"teardown {pod.ifname}: "
+                            + ("removed" if mine else "not its own" if host_name else "missing"))
+        if mine and host_name is not None:
             self.kernel.remove_pair(host_name)
-        return host_name is not None
+        return mine
 
-    def remove_orphan(self, host_name: str, addresses: Sequence[IPAddress]) -> bool:
-        routes = any(self.kernel.host_routes.get(a) == host_name for a in addresses)
-        if routes and host_name in self.kernel.host_links:
-            self.journal.append(f"remove orphan {host_name}")
-            self.kernel.remove_pair(host_name)
-            return True
-        return False
+    def remove_orphan(self, host_names: Sequence[str], owner: str, held: Held) -> str | None:
+        for host_name in host_names:
+            routes = any(self.kernel.host_routes.get(a) == host_name for a in held())
+            marked = self.kernel.owners.get(host_name) == owner
+            if (routes or marked) and host_name in self.kernel.host_links:
+                self.journal.append(f"remove orphan {host_name}")
+                self.kernel.remove_pair(host_name)
+                return host_name
+        return None
 
     def inspect(self, made: Made) -> list[str]:
         self._open()
@@ -163,9 +164,23 @@ class FakeSetup:
             raise self.dataplane.fail_with or injected(name)
         self.dataplane.journal.append(name)
 
+    def replace_earlier(self, held: Sequence[IPAddress]) -> None:
+        host_name = self.kernel.pod_links.get(self.pod.ifname)
+        if host_name is None:
+            return
+        if self.kernel.owners.get(host_name) != self.pod.owner:
+            raise CNIError(Code.DATAPLANE_FAILURE, f"interface {self.pod.ifname} already exists")
+        self.dataplane.journal.append("replace earlier pair")
+        self.kernel.remove_pair(host_name)
+
     def create_pair(self, mtu: int) -> None:
         self._step("create_pair")
         self.kernel.add_pair(self.pod.ifname, self.pod.host_name)
+        self.kernel.owners[self.pod.host_name] = self.pod.owner
+
+    @property
+    def host_name(self) -> str:
+        return self.pod.host_name
 
     def delete_pair(self) -> None:
         self.dataplane.journal.append("delete_pair")
@@ -201,8 +216,9 @@ def refused(path: str = "/proc/self/ns/net") -> Exception:
 
 
 def invocation(command: str = "ADD", netns_path: str = "/var/run/netns/pod", mtu: int = 1450,
-               dns: dict[str, Any] | None = None, prev: dict[str, Any] | None = None) -> Invocation:
-    request = Request(command=command, container_id="c1", netns=netns_path, ifname="eth0",
+               dns: dict[str, Any] | None = None, prev: dict[str, Any] | None = None,
+               container_id: str = "c1") -> Invocation:
+    request = Request(command=command, container_id=container_id, netns=netns_path, ifname="eth0",
                       args={"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "web"})
     netconf = NetConf(
         cni_version="1.0.0", name="net", type="calico-py", ipam=IpamSection("calico-py-ipam"),

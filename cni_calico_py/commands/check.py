@@ -45,10 +45,11 @@ def _made_by_add(prev: results.Result, inv: Invocation, problems: list[str]) -> 
     """This plugin's part of prevResult: its two interfaces, their addresses and routes."""
     request = inv.request
     pod_iface, pod_index = _pod_interface(prev, request.ifname)
-    host_name = inv.host_veth
+    # ADD named the host end by the pod, or by the attachment when another held that name.
+    host_names = inv.pod.host_names
     host_iface = next(
-        (i for i in prev.interfaces if not i.sandbox and i.name == host_name),
-        results.Interface(name=host_name),
+        (i for name in host_names for i in prev.interfaces if not i.sandbox and i.name == name),
+        results.Interface(name=host_names[0]),
     )
     if pod_iface is None:
         problems.append(f"prevResult lists no interface {request.ifname} in {request.netns}")
@@ -71,6 +72,7 @@ def _made_by_add(prev: results.Result, inv: Invocation, problems: list[str]) -> 
         netns_path=request.netns_path,
         addresses=addresses,
         routes=addressing.pod_routes(addresses, ours),
+        owner=inv.pod.owner,
     )
 
 

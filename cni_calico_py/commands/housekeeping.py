@@ -16,6 +16,7 @@ from typing import Protocol
 from ..core.logs import log
 from ..core.results import IPAddress
 from ..dataplane.api import Dataplane
+from ..dataplane.naming import OWNER_MARK, owner_mark
 from ..dataplane.veth import LinkFacts
 from ..ipam_client import Ipam
 from .invocation import Invocation
@@ -35,10 +36,11 @@ class StaleRecord(Protocol):
 def gc(inv: Invocation, ipam: Ipam, dataplane: Dataplane) -> None:
     # A foreign IPAM frees without asking (its reservations cannot be seen): it
     # never calls the hook, and the node's links are never read.
-    ipam.gc(before_release(dataplane, inv.netconf.veth_prefix))
+    ipam.gc(before_release(dataplane, inv.netconf.veth_prefix, inv.netconf.name))
 
 
-def before_release(dataplane: Dataplane, veth_prefix: str) -> Callable[[IPAddress, StaleRecord], bool]:
+def before_release(dataplane: Dataplane, veth_prefix: str,
+                   network: str) -> Callable[[IPAddress, StaleRecord], bool]:
     """Asked by the IPAM, under its store's lock, before it frees each stale address."""
 
     def may_release(address: IPAddress, record: StaleRecord) -> bool:
@@ -52,9 +54,16 @@ def before_release(dataplane: Dataplane, veth_prefix: str) -> Callable[[IPAddres
                     address, record.damaged, ", ".join(link.name for link in pod_ends))
                 return False
             return True
+        owner = owner_mark(network, record.container_id, record.ifname)
         for link in pod_ends:
+            if link.alias.startswith(OWNER_MARK) and link.alias != owner:
+                log.warning(
+                    "GC keeps %s: its record names stale container %s ifname %s, but the node "
+                    "routes it to %s, which another attachment made; run CHECK on that pod",
+                    address, record.container_id, record.ifname, link.name)
+                return False
             # Deleting either end of the pair removes both, and the routes through them.
-            if dataplane.remove_orphan(link.name, [address]):
+            if dataplane.remove_orphan([link.name], owner, lambda: [address]):
                 log.info("GC: removed %s, routing %s of stale container %s ifname %s",
                          link.name, address, record.container_id, record.ifname)
         for link in links:

@@ -16,7 +16,7 @@ from ..core.logs import log
 from ..core.request import Request
 from ..dataplane import netns
 from ..dataplane.api import Pod
-from ..dataplane.naming import host_veth_name
+from ..dataplane.naming import host_veth_name, owner_mark, spare_host_veth_name
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Invocation:
 
     @cached_property
     def host_veth(self) -> str:
+        """The pod's Calico name for the host end (a second attachment of it takes its spare)."""
         request = self.request
         return host_veth_name(
             self.netconf.veth_prefix, request.pod_namespace, request.pod_name, request.container_id
@@ -39,9 +40,13 @@ class Invocation:
 
     @cached_property
     def pod(self) -> Pod:
-        request = self.request
+        request, network = self.request, self.netconf.name
+        spare = spare_host_veth_name(self.netconf.veth_prefix, network, request.container_id,
+                                     request.ifname)
         return Pod(container_id=request.container_id, netns=request.netns,
-                   netns_path=request.netns_path, ifname=request.ifname, host_name=self.host_veth)
+                   netns_path=request.netns_path, ifname=request.ifname,
+                   host_names=(self.host_veth, spare),
+                   owner=owner_mark(network, request.container_id, request.ifname))
 
     @cached_property
     def prev_result(self) -> results.Result | None:

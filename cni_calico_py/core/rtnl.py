@@ -182,9 +182,12 @@ class Rtnl:
         msg["index"] = index
         self.request(msg, RTM_DELLINK)
 
-    def set_up(self, index: int) -> None:
+    def set_up(self, index: int, alias: str | None = None) -> None:
+        """Up, and with `alias` the link's alias too, in one message."""
         msg = ifinfmsg()
         msg["index"], msg["flags"], msg["change"] = index, IFF_UP, IFF_UP
+        if alias is not None:
+            msg["attrs"] = [("IFLA_IFALIAS", alias)]
         self.request(msg, RTM_NEWLINK)
 
     # Addresses

@@ -9,7 +9,7 @@ pushes each step's undo: the rollback is the verb's, whatever the dataplane.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -29,21 +29,41 @@ class Pod:
     netns: str  # CNI_NETNS as the runtime gave it, for messages
     netns_path: str  # where this process opens it
     ifname: str
-    host_name: str
+    # The host end's name: the pod's Calico name, else (another attachment
+    # holds that) the attachment's spare name (naming.py).
+    host_names: tuple[str, str]
+    owner: str  # the mark ADD leaves on the host end (naming.owner_mark)
+
+    @property
+    def host_name(self) -> str:
+        """The name a pair takes unless another attachment holds it."""
+        return self.host_names[0]
+
+
+Held = Callable[[], Sequence[IPAddress]]  # the addresses the attachment holds, read when needed
 
 
 class Setup(Protocol):
     """ADD's steps on one pod, while its handles are open. Removing the pair undoes them all:
     the addresses, routes and sysctls of a veth go with it."""
 
+    def replace_earlier(self, held: Sequence[IPAddress]) -> None:
+        """Remove this attachment's own earlier pair (a retry, or a killed ADD); refuse, changing
+        nothing, when CNI_IFNAME in the pod is another attachment's. `held`: the addresses the
+        attachment holds now, which an unmarked pair of its own routes."""
+
     def create_pair(self, mtu: int) -> None:
-        """Replace a stale host veth of the same name, then create the pair."""
+        """Create the pair under the first of the pod's host names no other attachment holds."""
+
+    @property
+    def host_name(self) -> str:
+        """The host end's name, once created."""
 
     def delete_pair(self) -> None:
-        """The undo of `create_pair` (and of every step after it)."""
+        """The undo of `create_pair` (and of every step after it): the pair it made, by index."""
 
     def configure_links(self, ipv4: bool, ipv6: bool, allow_ip_forwarding: bool) -> None:
-        """The sysctls of both ends, and both ends up."""
+        """The sysctls of both ends, both ends up, and the host end marked as the attachment's."""
 
     def add_addresses(self, addresses: Sequence[IPAddress]) -> None: ...
 
@@ -58,16 +78,16 @@ class Setup(Protocol):
 
 class Dataplane(Protocol):
     def setup(self, pod: Pod) -> AbstractContextManager[Setup]:
-        """Open the pod; rebuild this attachment's own earlier pair, refuse any other
-        interface of that name before any change. NetnsNotFound or NetnsRefused when
-        the pod's netns is gone or not a pod's."""
+        """Open the pod, changing nothing. NetnsNotFound or NetnsRefused when the pod's netns is
+        gone or not a pod's."""
 
-    def teardown(self, pod: Pod) -> bool:
-        """Remove the pod end (its peer goes with it): whether it was there.
-        NetnsNotFound or NetnsRefused as `setup`."""
+    def teardown(self, pod: Pod, held: Held) -> bool:
+        """Remove the pod end (its peer goes with it) if the pair is this attachment's: whether
+        it did. NetnsNotFound or NetnsRefused as `setup`."""
 
-    def remove_orphan(self, host_name: str, addresses: Sequence[IPAddress]) -> bool:
-        """Remove host veth `host_name` if it routes one of `addresses`: whether it did."""
+    def remove_orphan(self, host_names: Sequence[str], owner: str, held: Held) -> str | None:
+        """Remove the first host veth of `host_names` that is the attachment's marked `owner`
+        (unmarked: that routes an address of `held`); the name removed, if any."""
 
     def inspect(self, made: Made) -> list[str]:
         """What differs from what ADD made, one line each. NetnsNotFound as `setup`."""

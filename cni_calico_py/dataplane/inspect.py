@@ -17,6 +17,7 @@ from ..core.results import Interface, IPAddress, Route
 from ..core.rtnl import Rtnl
 from . import netlink, sysctl
 from .addressing import addresses_on, routes_to
+from .naming import OWNER_MARK
 from .netns import OWN_NETNS
 from .veth import LinkFacts, link_facts, netnsid_of
 
@@ -50,6 +51,7 @@ class Made:
     addresses: Sequence[IPAddress]
     # The pod routes through the node's gateway, as ADD added them.
     routes: Sequence[Route]
+    owner: str = ""  # the mark ADD left on the host end (naming.owner_mark); "" to skip
 
 
 def problems(host: Rtnl, pod: Rtnl, made: Made) -> list[str]:
@@ -176,6 +178,10 @@ def _pairing_problems(host: Rtnl, host_index: int, pod: Rtnl, pod_index: int, ma
     host_end, pod_end = link_facts(host, host_index), link_facts(pod, pod_index)
     if host_end is None or pod_end is None:
         return []  # gone meanwhile: the next CHECK names it
+    if made.owner and host_end.alias.startswith(OWNER_MARK) and host_end.alias != made.owner:
+        # Unmarked is an older version's pair: the peers below tell whether it is the pod's.
+        return [f"host interface {host_end.name} belongs to another attachment "
+                f"(its alias is {host_end.alias!r})"]
     host_what, pod_what = f"host interface {host_end.name}", f"pod interface {pod_end.name}"
     found = [f"{what} is a {facts.kind or 'device of no kind'}, expected a veth"
              for what, facts in ((host_what, host_end), (pod_what, pod_end)) if facts.kind != "veth"]

@@ -3,42 +3,29 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.constants import HOST_VETH_MAC
 from ..core.errors import CNIError, Code
 from ..core.results import IPAddress
-from . import netlink
+from ..core.rtnl import IFF_UP
+from . import netlink, ownership
 from .addressing import routes_to
 
 if TYPE_CHECKING:
     from ..core.rtnl import Rtnl
 
 
-def refuse_existing_pod_interface(pod: Rtnl, ifname: str, netns_path: str) -> None:
-    if netlink.link_index(pod, ifname) is not None:
-        raise CNIError(
-            Code.DATAPLANE_FAILURE,
-            f"interface {ifname} already exists in {netns_path}",
-            "the runtime asked to create an interface the pod already has",
-        )
-
-
-def remove_earlier_pair(host: Rtnl, pod: Rtnl, pod_ifname: str, host_name: str) -> bool:
-    """Delete the pair `pod_ifname`/`host_name` if both ends exist and are peers.
-
-    Only such a pair is this attachment's own; returns whether there was one.
-    """
-    pod_index = netlink.link_index(pod, pod_ifname)
-    host_index = netlink.link_index(host, host_name)
-    if pod_index is None or host_index is None:
-        return False
-    if not are_peers(host, host_index, pod, pod_index):
-        return False
-    _delete_link(pod, pod_index, f"{pod_ifname} in the pod")
-    return True
+def pod_end_pair(host: Rtnl, pod: Rtnl, pod_index: int,
+                 host_names: Sequence[str]) -> LinkFacts | None:
+    """The host end, among `host_names`, whose veth peer is the pod's interface `pod_index`."""
+    for name in host_names:
+        host_index = netlink.link_index(host, name)
+        if host_index is not None and are_peers(host, host_index, pod, pod_index):
+            return link_facts(host, host_index)
+    return None
 
 
 def are_peers(host: Rtnl, host_index: int, pod: Rtnl, pod_index: int) -> bool:
@@ -53,11 +40,25 @@ def _kind(link: Any) -> str | None:
     return str(info.get("kind")) if info is not None else None
 
 
-def remove_stale_host_veth(host: Rtnl, name: str) -> None:
-    """A leftover of an earlier attachment of the same pod: Calico replaces it too."""
-    index = netlink.link_index(host, name)
-    if index is not None:
-        _delete_link(host, index, f"stale host interface {name}")
+def refuse_pod_interface(ifname: str, netns_path: str, why: str) -> CNIError:
+    return CNIError(
+        Code.DATAPLANE_FAILURE,
+        f"interface {ifname} already exists in {netns_path} and {why}",
+        "the runtime asked to create an interface the pod already has; another container's "
+        "attachment in this network namespace is left as it is",
+    )
+
+
+def is_ours(host: Rtnl, facts: LinkFacts, mark: str, held: Callable[[], Sequence[IPAddress]],
+            *, unfinished: bool) -> bool:
+    """Whether host veth `facts` is the attachment's whose mark is `mark` (ownership.py)."""
+    found = ownership.whose(facts.alias, facts.up, mark)
+    return ownership.is_mine(found, lambda: routes_one_of(host, facts.index, held()),
+                             unfinished=unfinished)
+
+
+def routes_one_of(host: Rtnl, index: int, addresses: Sequence[IPAddress]) -> bool:
+    return any(route.get("oif") == index for a in addresses for route in routes_to(host, a))
 
 
 def create_pair(pod: Rtnl, pod_ifname: str, host_name: str, mtu: int) -> None:
@@ -73,7 +74,7 @@ def create_pair(pod: Rtnl, pod_ifname: str, host_name: str, mtu: int) -> None:
         )
     except OSError as err:
         if netlink.is_exists(err):
-            raise CNIError(
+            raise NameTaken(
                 Code.DATAPLANE_FAILURE,
                 f"cannot create veth {pod_ifname}/{host_name}: an interface of that name exists",
             ) from err
@@ -82,33 +83,16 @@ def create_pair(pod: Rtnl, pod_ifname: str, host_name: str, mtu: int) -> None:
         os.close(host_ns)
 
 
-def delete_host_end(host: Rtnl, name: str) -> None:
-    """Undo step: deleting either end removes the pair and the routes through it."""
-    index = netlink.link_index(host, name)
-    if index is not None:
-        _delete_link(host, index, f"host interface {name}")
+class NameTaken(CNIError):
+    """One of the pair's names was taken between the look and the creation."""
 
 
-def delete_host_end_routing(host: Rtnl, name: str, addresses: Sequence[IPAddress]) -> bool:
-    """Delete host veth `name` if the node routes one of `addresses` through it.
-
-    A route to an address the pod still holds can only be that pod's: a newer
-    sandbox of the same pod, under the same name, routes other addresses.
-    """
-    index = netlink.link_index(host, name)
-    if index is None:
+def delete_if_named(handle: Rtnl, index: int, name: str, what: str) -> bool:
+    """Delete link `index` if it still bears `name`: never another link that took the name."""
+    facts = link_facts(handle, index)
+    if facts is None or facts.name != name:
         return False
-    if not any(route.get("oif") == index for a in addresses for route in routes_to(host, a)):
-        return False
-    return _delete_link(host, index, f"host interface {name}")
-
-
-def delete_pod_end(pod: Rtnl, ifname: str) -> bool:
-    """Returns whether there was an interface to delete."""
-    index = netlink.link_index(pod, ifname)
-    if index is None:
-        return False
-    return _delete_link(pod, index, f"{ifname} in the pod")
+    return _delete_link(handle, index, what)
 
 
 def _delete_link(handle: Rtnl, index: int, what: str) -> bool:
@@ -122,9 +106,9 @@ def _delete_link(handle: Rtnl, index: int, what: str) -> bool:
     return True
 
 
-def set_up(handle: Rtnl, index: int, what: str) -> None:
+def set_up(handle: Rtnl, index: int, what: str, alias: str | None = None) -> None:
     try:
-        handle.set_up(index)
+        handle.set_up(index, alias)
     except OSError as err:
         raise netlink.failure(f"setting {what} up", err) from err
 
@@ -139,6 +123,8 @@ class LinkFacts:
     peer_index: int | None  # IFLA_LINK
     # IFLA_LINK_NETNSID: the id of the peer's netns, absent when the peer is in this one.
     peer_netnsid: int | None
+    alias: str = ""  # IFLA_IFALIAS: ADD's owner mark on a host veth (naming.owner_mark)
+    up: bool = False
 
 
 def link_facts(handle: Rtnl, index: int) -> LinkFacts | None:
@@ -156,6 +142,7 @@ def link_facts(handle: Rtnl, index: int) -> LinkFacts | None:
         kind=str(info.get("kind") or "") if info is not None else "",
         peer_index=int(peer) if peer is not None else None,
         peer_netnsid=int(netnsid) if netnsid is not None else None,
+        alias=str(msg.get("ifalias") or ""), up=bool(msg["flags"] & IFF_UP),
     )
 
 

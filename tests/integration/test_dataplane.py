@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from cni_calico_py.core.versions import SUPPORTED_VERSIONS
+from cni_calico_py.dataplane.naming import spare_host_veth_name
 from tests.cni_calls import BLOCK_V4, Pod, netconf
 from tests.netns import Node, ip_json, run_cni, sh
 
@@ -189,14 +190,18 @@ def test_interface_already_in_pod_is_an_error_and_reserves_nothing(node, make_po
     assert reservations(tmp_path) == [] and node_links(node) == []
 
 
-def test_stale_host_veth_is_replaced(node, make_pod):
+def test_a_veth_of_the_pods_name_that_is_not_its_own_is_left_and_the_pod_takes_its_spare(
+        node, make_pod):
     pod = make_pod(args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=stale")
     stale = "cali" + hashlib.sha1(b"ns.stale").hexdigest()[:11]
     node.exec("ip", "link", "add", stale, "type", "veth", "peer", "name", "leftover")
     pod.add()
-    assert pod.host_veth == stale
+    assert pod.host_veth == spare_host_veth_name("cali", "testnet", pod.container_id, "eth0")
     assert ping(node, pod.address())
-    assert "leftover" not in [link["ifname"] for link in node.links()]
+    assert {stale, "leftover"} <= {link["ifname"] for link in node.links()}
+    assert pod.delete()[0] == 0
+    assert {stale, "leftover"} <= {link["ifname"] for link in node.links()}
+    assert pod.host_veth not in node_links(node)
 
 
 def test_failure_after_allocation_leaves_nothing_behind(node, make_pod, tmp_path):
@@ -266,8 +271,8 @@ def test_del_with_the_netns_gone_spares_a_newer_sandbox_of_the_pod(node, make_po
     with kept_alive(old.netns):
         sh("ip", "netns", "del", os.path.basename(old.netns))
         new = make_pod(args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web")
-        new.add()  # replaces the old sandbox's veth: same pod, same name
-        assert new.host_veth == old.host_veth
+        new.add()  # the old sandbox's veth has the pod's name: the new one takes its spare
+        assert new.host_veth == spare_host_veth_name("cali", "testnet", new.container_id, "eth0")
         assert old.delete()[0] == 0
         assert node_links(node) == [new.host_veth]
         assert reservations(tmp_path) == [new.address()]

@@ -109,16 +109,30 @@ def test_the_netns_vanishing_mid_add_is_error_4_after_the_undo(journal, ipam, da
 def test_add_rebuilds_its_own_earlier_pair(journal, ipam, dataplane):
     inv = invocation()
     dataplane.kernel.add_pair("eth0", inv.host_veth)
+    dataplane.kernel.owners[inv.host_veth] = inv.pod.owner
     add(inv, ipam, dataplane)
-    assert journal == ["replace earlier pair", *ADD_STEPS]
+    assert journal == ["ipam reserve", "replace earlier pair", *ADD_STEPS[1:]]
 
 
-def test_add_refuses_a_foreign_interface_before_any_change(journal, ipam, dataplane):
-    dataplane.kernel.add_pair("eth0", "other0")
+def test_add_refuses_another_attachments_interface_and_leaves_it(journal, ipam, dataplane):
+    inv = invocation()
+    dataplane.kernel.add_pair("eth0", inv.host_veth)
+    dataplane.kernel.owners[inv.host_veth] = "calico-py another"
     with pytest.raises(CNIError) as err:
-        add(invocation(), ipam, dataplane)
+        add(inv, ipam, dataplane)
     assert err.value.code == Code.DATAPLANE_FAILURE
-    assert journal == [] and ipam.held == []
+    assert journal == ["ipam reserve", "ipam undo reserve"] and ipam.held == []
+    assert dataplane.kernel.pod_links == {"eth0": inv.host_veth}
+
+
+def test_a_retry_that_cannot_reserve_leaves_the_working_pair(journal, ipam, dataplane):
+    inv = invocation()
+    dataplane.kernel.add_pair("eth0", inv.host_veth)
+    dataplane.kernel.owners[inv.host_veth] = inv.pod.owner
+    ipam.fail_at = "reserve"
+    with pytest.raises(CNIError):
+        add(inv, ipam, dataplane)
+    assert journal == [] and dataplane.kernel.pod_links == {"eth0": inv.host_veth}
 
 
 @pytest.mark.parametrize("command", ["ADD", "CHECK"])

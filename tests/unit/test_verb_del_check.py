@@ -12,7 +12,7 @@ from cni_calico_py.commands.check import check
 from cni_calico_py.commands.delete import delete
 from cni_calico_py.commands.housekeeping import gc, status
 from cni_calico_py.core.errors import CNIError, Code
-from tests.fakes import gone, invocation, refused
+from tests.fakes import FakeIpam, gone, invocation, refused
 
 V4 = ipaddress.ip_address("10.0.0.5")
 
@@ -46,6 +46,16 @@ def test_del_leaves_a_host_veth_of_that_name_routing_other_addresses(journal, ip
     delete(inv, ipam, dataplane)
     assert journal == ["teardown eth0: missing", "ipam release"]
     assert inv.host_veth in dataplane.kernel.host_links
+
+
+def test_del_of_another_container_in_the_same_netns_changes_nothing_there(journal, ipam,
+                                                                         dataplane):
+    add(invocation(), ipam, dataplane)
+    journal.clear()
+    other = invocation("DEL", container_id="c2")  # its ADD was refused: eth0 is c1's
+    delete(other, FakeIpam(journal), dataplane)
+    assert journal[0] == "teardown eth0: not its own"
+    assert dataplane.kernel.pod_links == {"eth0": other.host_veth}
 
 
 def test_del_of_a_gone_pod_with_nothing_held_only_releases(journal, ipam, dataplane):
