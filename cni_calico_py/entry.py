@@ -45,7 +45,8 @@ def run() -> None:
         from .cli import run_cli
 
         # An operator's `| head` ends the output quietly, as for any command-line tool
-        # (the launcher ignores SIGPIPE, and that would be inherited here).
+        # (the launcher ignores SIGPIPE, and that would be inherited here). `agent run`,
+        # a server, ignores it again (agent/server.py): a caller closing early is no death.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         sys.exit(run_cli(sys.argv[1:], program, sys.stdout))
     from .agent.client import forward

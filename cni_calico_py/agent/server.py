@@ -99,6 +99,10 @@ def default_workers() -> int:
 
 def serve_forever(path: str, workers: int | None = None, metrics_port: int | None = None) -> int:
     """Serve until SIGTERM or SIGINT; with `metrics_port`, Prometheus metrics on 127.0.0.1."""
+    # entry.py gives command-line tools the default SIGPIPE (an operator's `| head`),
+    # but a caller that closes its socket before its answer must cost a server an
+    # EPIPE to handle, not its life. Workers and threads inherit this.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     logs.configure("info")
     warm_up()
     # Workers are forked from this state: frozen objects stay out of the
@@ -227,8 +231,10 @@ class _Pool:
         for fd in fds:
             with socket.socket(fileno=fd) as conn:
                 conn.settimeout(1.0)
-                with contextlib.suppress(OSError):
+                try:
                     framing.send(conn, {**self.stats.snapshot(os.getpid()), "workers": self.size})
+                except OSError as err:  # the caller closed first: its loss alone
+                    logs.log.info("agent: a status caller went away before its answer: %s", err)
 
     def stop(self) -> None:
         """Idle workers leave at once; busy ones finish the request they hold."""

@@ -65,6 +65,9 @@ class Worker:
                 self.busy = True
                 try:
                     self._serve(conn)
+                except (BrokenPipeError, ConnectionResetError) as err:
+                    # A runtime's timeout, a probe that does not wait: nothing to fix here.
+                    logs.log.info("agent worker: the caller went away before its answer: %s", err)
                 except Exception as err:  # a bad request ends its connection, never the worker
                     logs.log.warning("agent worker: %s: %s", type(err).__name__, err)
                 finally:
@@ -83,6 +86,8 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        # A caller that closes before its answer is an EPIPE for _serve, never this worker's end.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         # A killed agent must not leave workers accepting on its socket.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != agent_pid:
