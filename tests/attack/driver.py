@@ -173,7 +173,7 @@ class Plugin:
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CALICO_PY_AGENT_SOCKET": self.agent_socket or "off",
             "CNI_COMMAND": verb, "CNI_CONTAINERID": who.container_id, "CNI_NETNS": who.netns,
-            "CNI_IFNAME": who.ifname, "CNI_PATH": self.cni_path, "CNI_ARGS": "",
+            "CNI_IFNAME": who.ifname, "CNI_PATH": self.cni_path, "CNI_ARGS": who.cni_args,
         }
 
     def start(self, verb: str, who: Attachment) -> Process:

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cni_calico_py.dataplane.naming import host_veth_name
+from cni_calico_py.dataplane.naming import host_veth_name, spare_host_veth_name
 
 TEMP_PREFIX = ".tmp-"
 NOT_RECORDS = ("lock", "last_reserved_ip.")
 VETH_PREFIX = "cali"
+NETWORK = "testnet"  # tests.cni_calls.netconf's
+POD_NAMESPACE = "attack"
 
 
 @dataclass(frozen=True)
@@ -32,15 +34,31 @@ class Attachment:
     container_id: str
     pod: str  # the pod's netns name under /var/run/netns
     ifname: str = "eth0"
+    # The Kubernetes pod it is a sandbox of (K8S_POD_NAMESPACE=attack, K8S_POD_NAME), if any:
+    # sandboxes of one pod share the pod's veth name.
+    pod_name: str = ""
 
     @property
     def netns(self) -> str:
         return f"/var/run/netns/{self.pod}"
 
     @property
+    def cni_args(self) -> str:
+        return f"K8S_POD_NAMESPACE={POD_NAMESPACE};K8S_POD_NAME={self.pod_name}" \
+            if self.pod_name else ""
+
+    @property
     def host_veth(self) -> str:
-        # No K8S_POD_* arguments: the plugin names the veth after the container ID.
+        """The pod's name for the host veth (without pod arguments: the container ID's)."""
+        if self.pod_name:
+            return host_veth_name(VETH_PREFIX, POD_NAMESPACE, self.pod_name, self.container_id)
         return host_veth_name(VETH_PREFIX, "", "", self.container_id)
+
+    @property
+    def host_veths(self) -> tuple[str, str]:
+        """The pod's name, and the attachment's own that it takes when another holds that."""
+        return self.host_veth, spare_host_veth_name(VETH_PREFIX, NETWORK, self.container_id,
+                                                     self.ifname)
 
     def __str__(self) -> str:
         return f"{self.container_id}/{self.ifname}"
@@ -172,10 +190,13 @@ def violations(snap: Snapshot, owners: Mapping[str, Attachment]) -> list[str]:
         if routed is None:
             found.append(f"node routes {address} dev {dev}, an address the store does not reserve")
             continue
-        owner = Attachment(routed.container_id, "", routed.ifname)
-        if dev != owner.host_veth:
+        owner = next((who for who in owners.values()
+                      if (who.container_id, who.ifname) == (routed.container_id, routed.ifname)),
+                     Attachment(routed.container_id, "", routed.ifname))
+        if dev not in owner.host_veths:
             found.append(f"node routes {address} dev {dev}, but the store reserves it for "
-                         f"{routed.container_id}/{routed.ifname}, whose veth is {owner.host_veth}")
+                         f"{routed.container_id}/{routed.ifname}, whose veth is "
+                         f"{' or '.join(owner.host_veths)}")
     return found
 
 
@@ -197,15 +218,21 @@ def state_of(snap: Snapshot, who: Attachment) -> tuple[str, str | None]:
     held = snap.held_by(who)
     links = snap.pod_links.get(who.pod, [])
     on_ifname = sorted(a for i, a in snap.pod_addresses.get(who.pod, []) if i == who.ifname)
-    veth = who.host_veth in snap.node_links
-    routed = sorted(a for a, dev in snap.node_routes.items() if dev == who.host_veth)
+    # Which of its two names the attachment's veth has is told by its routes: the
+    # other name may be another sandbox's of the same pod.
+    routed = sorted(a for a, dev in snap.node_routes.items() if dev in who.host_veths and a in held)
+    veth = next((dev for a, dev in snap.node_routes.items() if a in held and dev in who.host_veths),
+                None)
     if len(held) == 1 and on_ifname == held and veth and routed == held and links == [who.ifname]:
         return "attached", held[0]
-    if not held and not links and not veth and not routed:
+    # Names only it can have: both without pod arguments, else the spare (the pod's name may
+    # be another sandbox's).
+    own_names = who.host_veths[1:] if who.pod_name else who.host_veths
+    if not held and not links and not routed and not set(own_names) & set(snap.node_links):
         return "gone", None
     return (f"half: reserved {held or 'nothing'}; pod interfaces {links or 'none'}, "
-            f"{who.ifname} addresses {on_ifname or 'none'}; host veth {who.host_veth} "
-            f"{'present' if veth else 'absent'}; node routes via it {routed or 'none'}"), None
+            f"{who.ifname} addresses {on_ifname or 'none'}; host veth {veth or 'none routing it'}; "
+            f"node routes via {' or '.join(who.host_veths)} {routed or 'none'}"), None
 
 
 def wired_as_answered(snap: Snapshot, who: Attachment, address: str) -> list[str]:
