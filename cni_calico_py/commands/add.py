@@ -43,6 +43,9 @@ def _attach(
                            f"IPAM plugin {inv.netconf.ipam.type} returned no address")
         addresses = [ip.address.ip for ip in allocated.ips]
 
+        # The store lock's wait is where a pulled lock file (its directory removed
+        # meanwhile) lets another request of the attachment in: stop before wiring.
+        attachment_lock.confirm("wiring the pod")
         setup.replace_earlier(addresses)
         setup.create_pair(mtu)
         # Deleting the pair takes its addresses, routes and sysctls with it.

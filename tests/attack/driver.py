@@ -161,6 +161,7 @@ class Plugin:
     conf: dict[str, Any]
     cni_path: str
     agent_socket: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     stdin: bytes = field(init=False)
     # Calls the test did not kill that still gave no CNI answer; the tests report and clear it.
     misbehaved: list[str] = field(default_factory=list)
@@ -174,6 +175,7 @@ class Plugin:
             "CALICO_PY_AGENT_SOCKET": self.agent_socket or "off",
             "CNI_COMMAND": verb, "CNI_CONTAINERID": who.container_id, "CNI_NETNS": who.netns,
             "CNI_IFNAME": who.ifname, "CNI_PATH": self.cni_path, "CNI_ARGS": who.cni_args,
+            **self.extra_env,
         }
 
     def start(self, verb: str, who: Attachment) -> Process:
