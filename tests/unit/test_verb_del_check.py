@@ -11,6 +11,7 @@ from cni_calico_py.commands.add import add
 from cni_calico_py.commands.check import check
 from cni_calico_py.commands.delete import delete
 from cni_calico_py.commands.housekeeping import gc, status
+from cni_calico_py.core import cancel
 from cni_calico_py.core.errors import CNIError, Code
 from tests.fakes import FakeIpam, gone, invocation, refused
 
@@ -129,3 +130,23 @@ def test_gc_removes_the_veth_routing_a_stale_address_before_freeing_it(journal, 
 def test_status_asks_the_ipam(journal, ipam, dataplane):
     status(invocation("STATUS"), ipam, dataplane)
     assert journal == ["ipam status"]
+
+
+def test_a_del_whose_caller_goes_after_it_began_finishes(journal, ipam, dataplane):
+    add(invocation(), ipam, dataplane)
+    journal.clear()
+    release = ipam.release
+
+    def release_after_checking() -> None:
+        # The store lock's wait asks whether the caller is still there.
+        cancel.check("the IPAM store lock was taken")
+        release()
+
+    ipam.release = release_after_checking
+    cancel.watch(lambda: "teardown eth0: removed" in journal)
+    try:
+        delete(invocation("DEL"), ipam, dataplane)
+    finally:
+        cancel.watch(None)
+    assert journal == ["teardown eth0: removed", "ipam release"]
+    assert dataplane.kernel.empty() and ipam.held == []
