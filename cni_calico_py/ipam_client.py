@@ -2,19 +2,21 @@
 
 Our own IPAM runs in-process (same code as the standalone `calico-py-ipam`);
 any other plugin is executed from CNI_PATH as the spec describes, with the
-same stdin, and its result or error code carried through unchanged.
+same stdin, and its result or error code carried through unchanged. The
+plugin itself, by its name or by a link to its program, is refused (error 7).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .core import results
-from .core.constants import IPAM_PLUGIN_NAME
+from .core.constants import IPAM_PLUGIN_NAME, PLUGIN_NAME
 from .core.errors import CNIError, Code
 from .core.request import Request
 
@@ -30,9 +32,14 @@ def find_plugin(ipam_type: str, search_path: tuple[str, ...]) -> str:
             f"invalid network config: ipam.type {ipam_type!r} must be a plugin name, not a path",
             "ipam.type",
         )
+    if ipam_type == PLUGIN_NAME:
+        raise _names_this_plugin(ipam_type, "")
     for directory in search_path:
         candidate = os.path.join(directory, ipam_type)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            # Our IPAM's name is the one other name this program answers to as an IPAM.
+            if ipam_type != IPAM_PLUGIN_NAME and _is_this_program(candidate):
+                raise _names_this_plugin(ipam_type, candidate)
             return candidate
     raise CNIError(
         Code.INVALID_NETWORK_CONFIG,
@@ -42,8 +49,42 @@ def find_plugin(ipam_type: str, search_path: tuple[str, ...]) -> str:
     )
 
 
+def _names_this_plugin(ipam_type: str, path: str) -> CNIError:
+    """The plugin as its own IPAM runs itself again with the same config.
+
+    An ADD, DEL or CHECK then waits for its own attachment lock (120 s) and
+    answers 11; a GC or STATUS, which takes no such lock, runs itself without end.
+    """
+    found = f" ({path} is this plugin's own program)" if path else ""
+    return CNIError(
+        Code.INVALID_NETWORK_CONFIG,
+        f"invalid network config: ipam.type {ipam_type!r} names this plugin itself{found}, "
+        f"not an IPAM plugin; use {IPAM_PLUGIN_NAME!r} for the built-in IPAM",
+        "ipam.type",
+    )
+
+
+def _is_this_program(path: str) -> bool:
+    """Whether `path` runs this program: under any name but its IPAM's, that is the plugin again.
+
+    The installed build is one directory: its program, and the launcher that
+    calico-py and calico-py-ipam link to. A Python entry point is a script
+    of its own, compared as a file (a symlink or a hard link to it is it).
+    """
+    try:
+        found = os.stat(path)
+        if getattr(sys, "frozen", False):
+            home = os.path.dirname(os.path.realpath(sys.executable))
+            if os.path.dirname(os.path.realpath(path)) == home:
+                return True
+        program = os.stat(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    except OSError:  # a program run by a name not resolvable here: none to compare
+        return False
+    return program is not None and (program.st_dev, program.st_ino) == (found.st_dev, found.st_ino)
+
+
 def preflight(request: Request, raw: dict[str, Any], ipam_type: str) -> None:
-    """Refuse early a config the IPAM cannot serve: its plugin missing or its section invalid."""
+    """Refuse early a config the IPAM cannot serve: its plugin missing or this one, its section invalid."""
     if ipam_type == IN_PROCESS_TYPE:
         from ipam.plugin import validate
 

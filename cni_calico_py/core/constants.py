@@ -13,6 +13,8 @@ POD_GATEWAY_V6 = ipaddress.IPv6Address("fe80::ecee:eeff:feee:eeee")
 DEFAULT_MTU = 1500
 # The host ends of pods' veths: this prefix and 11 hex characters (conflist: veth_prefix).
 DEFAULT_VETH_PREFIX = "cali"
+# The main plugin's type, the name it is installed under.
+PLUGIN_NAME = "calico-py"
 # The IPAM plugin that runs in-process (and installed beside calico-py, the same program).
 IPAM_PLUGIN_NAME = "calico-py-ipam"
 
