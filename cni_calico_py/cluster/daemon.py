@@ -235,6 +235,9 @@ class NodeDaemon:
 
 
 def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
+    # A server, not a pipe's writer (entry.py gives command-line tools the default
+    # SIGPIPE): a metrics scraper or etcd closing early is an error to handle, not a death.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     overlay.preflight(conf.routing_mode)
     daemon = NodeDaemon(conf, node_ip)
     if once:

@@ -55,8 +55,7 @@ class LinuxDataplane:
                 log.warning("DEL %s: %s in %s is %s; left as it is", pod.container_id, pod.ifname,
                             pod.netns, _not_ours(pair, pod.owner))
                 return False
-            return veth.delete_if_named(pod_handle, pod_index, pod.ifname,
-                                        f"{pod.ifname} in the pod")
+            return veth.delete_link(pod_handle, pod_index, f"{pod.ifname} in the pod")
 
     def remove_orphan(self, host_names: Sequence[str], owner: str, held: Held) -> str | None:
         host = self._node()
@@ -119,7 +118,7 @@ class LinuxSetup:
             raise veth.refuse_pod_interface(ifname, pod.netns, f"is {_not_ours(pair, pod.owner)}")
         # Under the attachment lock, a pair of ours can only be an earlier ADD's of
         # this attachment (a retry, or a killed ADD): it is rebuilt.
-        veth.delete_if_named(self._pod, pod_index, ifname, f"{ifname} in the pod")
+        veth.delete_link(self._pod, pod_index, f"{ifname} in the pod")
         log.info("ADD %s: replaced the pair %s/%s of an earlier ADD", pod.container_id, ifname,
                  pair.name)
 

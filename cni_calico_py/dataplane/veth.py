@@ -21,18 +21,15 @@ if TYPE_CHECKING:
 def pod_end_pair(host: Rtnl, pod: Rtnl, pod_index: int,
                  host_names: Sequence[str]) -> LinkFacts | None:
     """The host end, among `host_names`, whose veth peer is the pod's interface `pod_index`."""
-    for name in host_names:
-        host_index = netlink.link_index(host, name)
-        if host_index is not None and are_peers(host, host_index, pod, pod_index):
-            return link_facts(host, host_index)
-    return None
-
-
-def are_peers(host: Rtnl, host_index: int, pod: Rtnl, pod_index: int) -> bool:
-    """Whether the two links are the ends of one veth pair (each names the other as its link)."""
-    host_link, pod_link = host.link(host_index), pod.link(pod_index)
-    return bool(host_link.get("link") == pod_index and pod_link.get("link") == host_index
-                and _kind(host_link) == "veth" and _kind(pod_link) == "veth")
+    pod_link = pod.link(pod_index)
+    peer = pod_link.get("link")
+    if _kind(pod_link) != "veth" or not peer:
+        return None
+    facts = link_facts(host, int(peer))
+    if facts is None or facts.name not in host_names or facts.kind != "veth" \
+            or facts.peer_index != pod_index:
+        return None
+    return facts
 
 
 def _kind(link: Any) -> str | None:
@@ -92,10 +89,10 @@ def delete_if_named(handle: Rtnl, index: int, name: str, what: str) -> bool:
     facts = link_facts(handle, index)
     if facts is None or facts.name != name:
         return False
-    return _delete_link(handle, index, what)
+    return delete_link(handle, index, what)
 
 
-def _delete_link(handle: Rtnl, index: int, what: str) -> bool:
+def delete_link(handle: Rtnl, index: int, what: str) -> bool:
     """Whether the link was still there: one gone meanwhile is no error."""
     try:
         handle.delete_link(index)
