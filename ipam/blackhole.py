@@ -11,12 +11,15 @@ when a route is touched: they cost more to import than the rest of the IPAM.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cni_calico_py.core.constants import MAIN_TABLE, ROUTE_PROTO
 from cni_calico_py.core.errors import CNIError, Code
 from cni_calico_py.core.results import IPNetwork
+
+from . import block_stores
 
 if TYPE_CHECKING:
     from cni_calico_py.core.rtnl import Rtnl
@@ -26,9 +29,14 @@ _ESRCH = 3
 
 
 class Blackholes(Protocol):
-    def ensure(self, block: IPNetwork) -> None: ...
+    """Called under the store's lock, as the store's records of the block change."""
 
-    def remove(self, block: IPNetwork) -> None: ...
+    def ensure(self, block: IPNetwork) -> None:
+        """The store holds an address in `block`: the node must have its blackhole."""
+
+    def remove(self, block: IPNetwork) -> None:
+        """The store holds no address in `block` now: the blackhole goes, unless
+        another store on the node still holds one there (SharedBlackholes)."""
 
     def present(self, block: IPNetwork) -> bool: ...
 
@@ -103,6 +111,41 @@ class NetlinkBlackholes:
             if verb == "del" and getattr(err, "code", None) == _ESRCH:
                 return
             raise _failure(f"{verb} the blackhole route", block, err) from None
+
+
+class SharedBlackholes(NetlinkBlackholes):
+    """The IPAM's own blackholes, shared by every store on the node that uses the block.
+
+    The block's lock and its list of stores (block_stores.py) decide: the
+    blackhole goes only when the last store holding an address in the block
+    leaves it, whichever network name or dataDir each store has.
+    """
+
+    def __init__(self, store_dir: str, lock_timeout: float) -> None:
+        super().__init__()
+        self.store = os.path.normpath(store_dir)
+        self.lock_timeout = lock_timeout
+
+    def ensure(self, block: IPNetwork) -> None:
+        self.open()
+        with block_stores.locked(block, self.lock_timeout) as listed:
+            listed.add(self.store)
+            listed.save()
+            self._ensure_route(block)
+
+    def remove(self, block: IPNetwork) -> None:
+        self.open()
+        with block_stores.locked(block, self.lock_timeout) as listed:
+            listed.leave(self.store, block)
+            listed.save()
+            if not listed.stores:
+                self._remove_route(block)
+
+    def _ensure_route(self, block: IPNetwork) -> None:
+        super().ensure(block)
+
+    def _remove_route(self, block: IPNetwork) -> None:
+        super().remove(block)
 
 
 def _ours(route: Any) -> bool:

@@ -14,7 +14,7 @@ from cni_calico_py.core.results import IPAddress
 
 from . import borrow, node_state, pool
 from . import config as ipam_config
-from .blackhole import BirdBlackholes, NetlinkBlackholes
+from .blackhole import BirdBlackholes, NetlinkBlackholes, SharedBlackholes
 from .disk_store import DiskStore
 from .ranges import IpamConf
 from .requested import Requested, requested_addresses
@@ -91,12 +91,13 @@ def release_fresh(request: Request, raw: dict[str, Any], addresses: list[IPAddre
 
 
 def _blackholes(conf: IpamConf) -> NetlinkBlackholes:
-    """The node's blackhole routes: the IPAM's own, or in cluster BGP modes BIRD's."""
+    """The node's blackhole routes: the IPAM's own, shared with the node's other stores
+    that use the block, or in cluster BGP modes BIRD's."""
     if conf.node_state_file is not None:
         state = node_state.read(conf.node_state_file)
         if state is not None and state.bird_holds_blackholes:
             return BirdBlackholes()
-    return NetlinkBlackholes()
+    return SharedBlackholes(conf.store_dir, conf.lock_timeout)
 
 
 def _reserve(
