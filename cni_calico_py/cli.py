@@ -71,6 +71,14 @@ def _parser(program: str) -> argparse.ArgumentParser:
     node.add_argument("--method", help="detect-ip: the method to try instead of the config's "
                       "(first-found, can-reach=IP, interface=REGEX, cidr=CIDR)")
     node.add_argument("--json", action="store_true", help="status or config as JSON")
+    repaired = sub.add_parser(
+        "repairs", help="what the agent and the node daemon put back on this node lately",
+        description="The node's recent repairs, oldest first: when, by whom, what was found "
+        "and what was done (from the repair journal, $CALICO_PY_REPAIRS or "
+        "/run/calico-py/repairs.jsonl).")
+    repaired.add_argument("--since", type=float, default=3600.0, metavar="SECONDS",
+                          help="how far back (default: %(default)g)")
+    repaired.add_argument("--json", action="store_true", help="one JSON object per repair")
     explain = sub.add_parser(
         "explain", help="walk one packet from a pod of this node to another pod, hop by hop",
         description="Follow a packet from SRC (a pod of this node) to DST through the live "
@@ -184,6 +192,28 @@ def _agent(action: str, path: str, as_json: bool, workers: int | None,
         failed = state["failed"].get(verb, 0)
         stdout.write(f"  {verb:<6} served {count:>6} failed {failed:>4}  latency ms "
                      + " ".join(f"{k} {v}" for k, v in lat.items()) + "\n")
+    repaired = state.get("repairs") or {}
+    if repaired:
+        stdout.write("  repaired " + ", ".join(f"{what} {n}" for what, n in sorted(repaired.items()))
+                     + " (calico-py repairs lists them)\n")
+    return 0
+
+
+def _repairs(since: float, as_json: bool, stdout: TextIO) -> int:
+    import time
+    from dataclasses import asdict
+
+    from .core import repairs
+
+    found = repairs.recent(since)
+    for repair in found:
+        if as_json:
+            stdout.write(json.dumps(asdict(repair)) + "\n")
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(repair.at))
+        stdout.write(f"{when}  {repair.by:<5}  {repair.what:<9}  {repair.found}; {repair.done}\n")
+    if not found and not as_json:
+        stdout.write(f"no repairs in the last {since:g} s\n")
     return 0
 
 
@@ -205,6 +235,8 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
         return _node(options, stdout)
     if options.command == "explain":
         return _explain(options, stdout)
+    if options.command == "repairs":
+        return _repairs(options.since, options.json, stdout)
     if options.command == "ipam" and options.ipam_command == "show":
         from ipam.show import show
 

@@ -6,7 +6,8 @@ Three modules make the whole contract:
 - this module: the addresses held in the store of the conflist's network, and
   the store's lock, so that the daemon gives back only blocks nobody uses.
 
-`calico-py explain` reads who holds each address here too (`network_view`).
+`calico-py explain` reads who holds each address here too (`network_view`), and
+the node agent's repairer what every store of the node holds (`node_holdings`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from cni_calico_py.core.results import IPAddress, IPNetwork
 
 from .conflist import ConflistError
 
-__all__ = ["ConflistError", "Holder", "NetworkView", "PoolStore", "network_view", "pool_store"]
+__all__ = ["ConflistError", "Holder", "Holding", "NetworkView", "NodeHoldings", "PoolStore",
+           "network_view", "node_holdings", "pool_store"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,57 @@ def network_view(conflist: str) -> NetworkView:
             holders[address] = Holder(record.container_id, record.ifname, record.netns,
                                       record.pod)
     return NetworkView(conf.network, conf.blocks, holders)
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One address a store of this node holds, and for which attachment."""
+
+    store: str  # the store directory, <dataDir>/<network name>
+    network: str
+    address: IPAddress
+    container_id: str
+    ifname: str
+
+
+@dataclass(frozen=True)
+class NodeHoldings:
+    holdings: tuple[Holding, ...]
+    # The blocks some store holds an address in, and whether BIRD, not the IPAM,
+    # holds their blackholes (cluster BGP modes).
+    blocks: tuple[IPNetwork, ...]
+    bird_holds_blackholes: bool
+
+
+def node_holdings(state_file: str | None = None) -> NodeHoldings:
+    """What every store of this network namespace holds, read without the stores' locks.
+
+    The stores are the ones the blocks' lists name (block_stores.py), so a
+    store that has held nothing since the node booted is not among them.
+    """
+    from . import block_stores, node_state
+    from .records import listdir, read_record, record_paths
+
+    netns = block_stores.netns_id()
+    prefix = f"net{netns}-"
+    stores: dict[str, set[IPNetwork]] = {}
+    for name in listdir(block_stores.directory()):
+        block = block_stores.block_of(name) if name.startswith(prefix) else None
+        if block is None:
+            continue
+        path = f"{block_stores.directory()}/{name}"
+        for store in block_stores.read_list(path):
+            stores.setdefault(store, set()).add(block)
+    holdings = []
+    held_blocks: set[IPNetwork] = set()
+    for store, blocks in sorted(stores.items()):
+        network = store.rstrip("/").rsplit("/", 1)[-1]
+        for address, path in record_paths(store):
+            record = read_record(path)
+            if record is None or record.damaged:
+                continue
+            holdings.append(Holding(store, network, address, record.container_id, record.ifname))
+            held_blocks.update(b for b in blocks if address in b)
+    state = node_state.read(state_file or node_state.DEFAULT_STATE_FILE)
+    return NodeHoldings(tuple(holdings), tuple(sorted(held_blocks, key=str)),
+                        state is not None and state.bird_holds_blackholes)

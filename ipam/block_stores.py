@@ -169,6 +169,14 @@ def locked(block: IPNetwork, timeout: float) -> Iterator[BlockStores]:
                 os.unlink(lock)
 
 
+def read_list(path: str) -> list[str]:
+    """The stores a block's list names, read without its lock (it is replaced whole)."""
+    try:
+        return _read(path)
+    except CNIError:
+        return []
+
+
 def _read(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as file:

@@ -61,6 +61,9 @@ class Metrics:
             "calico_py_agent_lock_wait_seconds",
             "Time a request waited for the attachment, store and node-state locks", ["verb"],
             buckets=LOCK_WAIT_BUCKETS, registry=self.registry)
+        self.repairs = Counter(
+            "calico_py_agent_repairs", "What the repairer put back on the node: a pod's route, "
+            "its veth up, a setting of it, a block's blackhole", ["what"], registry=self.registry)
         Gauge("calico_py_agent_workers", "Workers the agent keeps",
               registry=self.registry).set(workers)
         # A counter starts at zero with its process: earlier lines are not this agent's.
@@ -74,6 +77,9 @@ class Metrics:
         self.requests.labels(report.verb, str(report.cni_code)).inc()
         self.latency.labels(report.verb).observe(report.millis / 1000)
         self.lock_wait.labels(report.verb).observe(report.lock_wait_millis / 1000)
+
+    def record_repair(self, what: str) -> None:
+        self.repairs.labels(what).inc()
 
     def serve(self, port: int) -> None:
         """Serve /metrics on 127.0.0.1:`port`, in a thread of this process.

@@ -24,7 +24,7 @@ from ..core import logs, versions
 from ..core.constants import IPAM_PLUGIN_NAME
 from . import framing
 from .fallbacks import fallback_file
-from .stats import Report, Stats
+from .stats import REPAIR_PREFIX, Report, Stats
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -157,6 +157,8 @@ class _Pool:
         self.stats = Stats()
         self.metrics = metrics
         self.started: dict[int, float] = {}  # worker pid: when it was forked
+        self.repairer: int | None = None  # the repairer's pid (repair.py)
+        self.repairer_after = 0.0
         self.refill_after = 0.0
         self.reports_r, self.reports_w = os.pipe()
         self.handoff_r, self.handoff_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -175,6 +177,7 @@ class _Pool:
         while not stopping():
             self._reap()
             self._fill()
+            self._keep_repairer()
             for key, _ in selector.select(timeout=1.0):
                 key.data()
 
@@ -195,6 +198,45 @@ class _Pool:
                 self.handoff_r.close()
                 Worker(self.listener, self.reports_w, self.handoff_w).run(agent_pid)
             self.started[pid] = time.monotonic()
+
+    def _keep_repairer(self) -> None:
+        if self.repairer is not None:
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(self.repairer, os.WNOHANG)
+                if not done:
+                    return
+                logs.log.warning("agent: the repairer %d ended with status %#x; replacing it",
+                                 self.repairer, status)
+                self.repairer_after = time.monotonic() + RESPAWN_PAUSE_SECONDS
+            self.repairer = None
+        if time.monotonic() < self.repairer_after:
+            return
+        try:
+            pid = os.fork()
+        except OSError as err:
+            logs.log.error("agent: cannot fork the repairer: %s", err)
+            return
+        if pid == 0:
+            self._become_repairer()
+        self.repairer = pid
+
+    def _become_repairer(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for fd in (self.reports_r, self.wakeup_r, self.wakeup_w):
+            os.close(fd)
+        self.handoff_r.close()
+        self.handoff_w.close()
+        self.listener.close()
+        code = 0
+        try:
+            from .repair import run_repairer
+
+            run_repairer(self.reports_w)
+        except BaseException:
+            logs.log.exception("agent: the repairer failed")
+            code = 1
+        finally:
+            os._exit(code)
 
     def _reap(self) -> None:
         for pid, started in list(self.started.items()):
@@ -217,6 +259,12 @@ class _Pool:
         self._pending += os.read(self.reports_r, 65536)
         *lines, self._pending = self._pending.split(b"\n")
         for line in lines:
+            if line.startswith(REPAIR_PREFIX):
+                what = line[len(REPAIR_PREFIX):].decode(errors="replace")
+                self.stats.record_repair(what)
+                if self.metrics is not None:
+                    self.metrics.record_repair(what)
+                continue
             try:
                 report = Report.parse(line)
             except ValueError:
@@ -238,7 +286,7 @@ class _Pool:
 
     def stop(self) -> None:
         """Idle workers leave at once; busy ones finish the request they hold."""
-        for pid in self.started:
+        for pid in [*self.started, *([self.repairer] if self.repairer else [])]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         signal.set_wakeup_fd(-1)

@@ -11,6 +11,7 @@ from typing import Any
 from .. import __version__
 
 _KEEP = 10_000
+REPAIR_PREFIX = b"repair "  # a report line of the repairer: what it put back
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Stats:
         self.served: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self.latencies: dict[str, deque[float]] = {}
+        self.repairs: Counter[str] = Counter()
+
+    def record_repair(self, what: str) -> None:
+        self.repairs[what] += 1
 
     def record(self, report: Report) -> None:
         self.served[report.verb] += 1
@@ -56,6 +61,7 @@ class Stats:
             "served": dict(self.served),
             "failed": dict(self.failed),
             "latency_ms": {verb: percentiles(list(v)) for verb, v in self.latencies.items()},
+            "repairs": dict(self.repairs),
         }
 
 

@@ -48,8 +48,9 @@ def lock_path(network: str, container_id: str, ifname: str) -> str:
 
 
 @contextmanager
-def held(network: str, container_id: str, ifname: str, verb: str) -> Iterator[None]:
-    """Hold the attachment's lock, or raise CNIError 11 after WAIT_SECONDS."""
+def held(network: str, container_id: str, ifname: str, verb: str,
+         wait: float = WAIT_SECONDS) -> Iterator[None]:
+    """Hold the attachment's lock, or raise CNIError 11 after `wait` seconds."""
     global _current
     path = lock_path(network, container_id, ifname)
     try:
@@ -58,9 +59,9 @@ def held(network: str, container_id: str, ifname: str, verb: str) -> Iterator[No
         raise CNIError(Code.IO_FAILURE, f"cannot create the attachment lock directory "
                        f"{os.path.dirname(path)}: {err.strerror}", path) from None
     with locks.held(
-        path, WAIT_SECONDS, remove=True,
+        path, wait, remove=True,
         busy=f"another operation on container {container_id} ifname {ifname} in network "
-             f"{network} still runs after {WAIT_SECONDS:g} s; try {verb} again later",
+             f"{network} still runs after {wait:g} s; try {verb} again later",
         where=f"{verb} of container {container_id} ifname {ifname} started",
     ) as lock:
         _current = lock

@@ -163,6 +163,9 @@ class Rtnl:
         msg["index"] = index
         return self.request(msg, RTM_GETLINK)[0]
 
+    def links(self) -> list[Message]:
+        return self.request(ifinfmsg(), RTM_GETLINK, NLM_F_DUMP)
+
     def add_veth(self, ifname: str, mtu: int, peer: dict[str, Any]) -> None:
         """Create `ifname` here and its peer, whose IFLA_* attributes `peer` names."""
         msg = ifinfmsg()

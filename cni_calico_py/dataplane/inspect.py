@@ -21,23 +21,6 @@ from .naming import OWNER_MARK
 from .netns import OWN_NETNS
 from .veth import LinkFacts, link_facts, netnsid_of
 
-# The node's own netns, as seen from this process (CHECK runs in it).
-
-# What sysctl.configure_host_veth sets on the host veth ("{}" is its name).
-_HOST_SYSCTLS: tuple[tuple[str, str, str, str], ...] = (("ipv6", "conf", "accept_ra", "0"),)
-_HOST_SYSCTLS_V4 = (
-    ("ipv4", "conf", "forwarding", "1"),
-    ("ipv4", "conf", "proxy_arp", "1"),
-    ("ipv4", "neigh", "proxy_delay", "0"),
-    ("ipv4", "conf", "route_localnet", "1"),
-)
-_HOST_SYSCTLS_V6 = (
-    ("ipv6", "conf", "disable_ipv6", "0"),
-    ("ipv6", "conf", "accept_dad", "0"),
-    ("ipv6", "conf", "proxy_ndp", "1"),
-    ("ipv6", "conf", "forwarding", "1"),
-)
-
 
 @dataclass(frozen=True)
 class Made:
@@ -155,11 +138,7 @@ def _link_problems(handle: Rtnl, index: int, what: str, mac: str, mtu: int) -> l
 
 
 def _sysctl_problems(name: str, versions: set[int]) -> list[str]:
-    wanted = list(_HOST_SYSCTLS)
-    if 4 in versions:
-        wanted += _HOST_SYSCTLS_V4
-    if 6 in versions:
-        wanted += _HOST_SYSCTLS_V6
+    wanted = sysctl.host_settings(4 in versions, 6 in versions)
     found = []
     for proto, kind, key, want in wanted:
         dotted = f"net.{proto}.{kind}.{name}.{key}"

@@ -34,20 +34,45 @@ def read(*parts: str) -> str:
         return src.read().strip()
 
 
+# Calico's host-side settings (protocol, kind, key, value; the interface goes
+# between kind and key): the node answers ARP/NDP for the pod's gateway.
+HOST_SETTINGS: tuple[tuple[str, str, str, str], ...] = (("ipv6", "conf", "accept_ra", "0"),)
+HOST_SETTINGS_V4 = (
+    ("ipv4", "conf", "forwarding", "1"),
+    ("ipv4", "conf", "proxy_arp", "1"),
+    # The kernel's default delay (up to 0.8 s) stalls a pod's first packets.
+    ("ipv4", "neigh", "proxy_delay", "0"),
+    ("ipv4", "conf", "route_localnet", "1"),
+)
+HOST_SETTINGS_V6 = (
+    ("ipv6", "conf", "disable_ipv6", "0"),
+    ("ipv6", "conf", "accept_dad", "0"),
+    ("ipv6", "conf", "proxy_ndp", "1"),
+    ("ipv6", "conf", "forwarding", "1"),
+)
+
+
+def host_settings(ipv4: bool, ipv6: bool) -> list[tuple[str, str, str, str]]:
+    return [*HOST_SETTINGS, *(HOST_SETTINGS_V4 if ipv4 else ()), *(HOST_SETTINGS_V6 if ipv6 else ())]
+
+
 def configure_host_veth(ifname: str, ipv4: bool, ipv6: bool) -> None:
-    """Calico's host-side settings: the node answers ARP/NDP for the pod's gateway."""
-    write(0, "ipv6", "conf", ifname, "accept_ra")
-    if ipv4:
-        write(1, "ipv4", "conf", ifname, "forwarding")
-        write(1, "ipv4", "conf", ifname, "proxy_arp")
-        # The kernel's default delay (up to 0.8 s) stalls a pod's first packets.
-        write(0, "ipv4", "neigh", ifname, "proxy_delay")
-        write(1, "ipv4", "conf", ifname, "route_localnet")
-    if ipv6:
-        write(0, "ipv6", "conf", ifname, "disable_ipv6")
-        write(0, "ipv6", "conf", ifname, "accept_dad")
-        write(1, "ipv6", "conf", ifname, "proxy_ndp")
-        write(1, "ipv6", "conf", ifname, "forwarding")
+    for proto, kind, key, value in host_settings(ipv4, ipv6):
+        write(value, proto, kind, ifname, key)
+
+
+def restore_host_veth(ifname: str, ipv4: bool, ipv6: bool) -> list[str]:
+    """Set again what differs from `configure_host_veth`'s settings; which ones did."""
+    fixed = []
+    for proto, kind, key, value in host_settings(ipv4, ipv6):
+        try:
+            current = read(proto, kind, ifname, key)
+        except OSError:
+            continue  # the interface went meanwhile
+        if current != value:
+            write(value, proto, kind, ifname, key)
+            fixed.append(f"net.{proto}.{kind}.{ifname}.{key} was {current}, set to {value}")
+    return fixed
 
 
 def configure_pod(ifname: str, ipv6: bool, allow_ip_forwarding: bool) -> None:
