@@ -14,6 +14,7 @@ state is wrong carries the reason.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from typing import Any
@@ -21,11 +22,13 @@ from typing import Any
 from ipam.api import Holder, NetworkView, network_view
 from ipam.conflist import load_network
 
+from ..core import repairs
 from ..core.constants import DEFAULT_VETH_PREFIX
 from ..dataplane.netns import NetnsNotFound, NetnsRefused
 from .cluster_view import SINGLE_NODE, ClusterView
 from .cluster_view import read as read_cluster
 from .kernel import Kernel, Link, Route, sysctl
+from .repaired import note
 
 POD_GATEWAY = "169.254.1.1"
 
@@ -113,6 +116,13 @@ class _Walk:
         self.pod_mtu: int | None = None
         # The host end's ifindex, as the pod's end of the veth names it.
         self.peer_index: int | None = None
+        self._repairs: list[repairs.Repair] | None = None
+
+    def repaired(self, key: str) -> str:
+        """What the node's repairs last put back of `key` (a route's destination, a device)."""
+        if self._repairs is None:
+            self._repairs = repairs.recent()
+        return note(key, self._repairs, time.time())
 
     def hop(self, where: str, what: str, problem: str | None = None,
             expected: bool = False) -> None:
@@ -196,7 +206,9 @@ class _Walk:
         owner = self.cluster.owner_of(self.dst)
         block = self.block_of_dst(owner)
         if route is None:
-            self.hop(where, f"no route for {self.dst}", self.no_route(owner, "unreachable"))
+            self.hop(where, f"no route for {self.dst}"
+                     + (self.repaired(str(block)) if block is not None else ""),
+                     self.no_route(owner, "unreachable"))
             return None
         what = f"route {route.text()} (the node's lookup for {self.dst}"
         what += f" from {veth.name})" if veth is not None else ")"
@@ -218,6 +230,8 @@ class _Walk:
             return None
         if (route.dev or "").startswith(self.veth_prefix):
             return route
+        # The route to the destination's block, as the node daemon programs it (or BIRD).
+        what += self.repaired(str(block) if block is not None else route.dst)
         if block is not None and not _covers_block(route, block):
             self.hop(where, what, self.no_route(owner, route.text()))
             return None
@@ -320,7 +334,8 @@ class _Walk:
         """The tunnel device the route goes out of; a broken hop when it is gone."""
         device = node.link(route.dev or "")
         if device is None:
-            self.hop(f"node {self.here}", f"{route.dev}", f"the {kind} device {route.dev} is gone")
+            self.hop(f"node {self.here}", f"{route.dev}{self.repaired(route.dev or '')}",
+                     f"the {kind} device {route.dev} is gone")
         return device
 
     def vxlan(self, node: Kernel, route: Route) -> None:
@@ -335,7 +350,7 @@ class _Walk:
         port = device.vxlan_port or 4789
         what = (f"{device.name} ({'up' if device.up else 'DOWN'}, mtu {device.mtu}): VTEP {vtep} "
                 f"is {mac or '?'} (neighbour), FDB {mac or '?'} dst {outer_dst or '?'}; "
-                f"outer {local} -> {outer_dst or '?'} UDP {port}")
+                f"outer {local} -> {outer_dst or '?'} UDP {port}") + self.repaired(device.name)
         owner = self.cluster.owner_of(self.dst)
         owner_ip = self.cluster.nodes.get(owner[1]) if owner else None
         problem = None
@@ -359,7 +374,7 @@ class _Walk:
             return
         local = self.cluster.nodes.get(self.here, "?")
         what = (f"{device.name} ({'up' if device.up else 'DOWN'}, mtu {device.mtu}): "
-                f"outer {local} -> {route.gateway} IPIP")
+                f"outer {local} -> {route.gateway} IPIP") + self.repaired(device.name)
         problem = f"{device.name} is down" if not device.up else self.mtu_problem(device)
         self.hop(where, what, problem)
 
