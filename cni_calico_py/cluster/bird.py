@@ -15,10 +15,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from ..core import files
 from .bird_config import peer_address
+from .repair import RouteShape
 
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
@@ -26,6 +28,9 @@ COMMAND_TIMEOUT = 10.0
 # What `birdc configure` prints when the new config was taken, now or once a
 # previous reconfiguration has finished.
 RECONFIGURED = ("Reconfigured", "Reconfiguration in progress", "Reconfiguration already in progress")
+# The config's only kernel protocol, named by BIRD's template (`kernel%d`).
+KERNEL_PROTOCOL = "kernel1"
+ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit")
 
 
 class BirdError(Exception):
@@ -63,6 +68,8 @@ class Bird:
         self.socket_path = os.path.join(self.directory, "bird.ctl")
         self.pid_path = os.path.join(self.directory, "bird.pid")
         self.log_path = os.path.join(self.directory, "bird.log")
+        # When this object last started BIRD (monotonic), which then fills the kernel in a moment.
+        self.started_at: float | None = None
 
     def apply(self, text: str) -> str:
         """Make BIRD run `text`: "started", "reconfigured" or "unchanged"."""
@@ -126,6 +133,19 @@ class Bird:
             states[address] = info[0] if info else fields[3]
         return states
 
+    def exported(self) -> dict[IPv4Network, RouteShape] | None:
+        """What BIRD writes to the kernel (its kernel protocol's exports); None: no answer."""
+        proc = _run("birdc", "-s", self.socket_path, "show", "route", "export", KERNEL_PROTOCOL)
+        return parse_exports(proc.stdout) if proc.returncode == 0 else None
+
+    def rewrite_kernel(self) -> None:
+        """Make BIRD write its routes to the kernel again: what is there already is left as it is
+        (the kernel takes an identical replace as no change), what is missing or wrong is put right."""
+        proc = _run("birdc", "-s", self.socket_path, "reload", "out", KERNEL_PROTOCOL)
+        if proc.returncode != 0 or "reloading" not in proc.stdout:
+            raise BirdError(f"BIRD did not re-export its kernel routes: "
+                            f"{(proc.stdout + proc.stderr).strip()}")
+
     # -- helpers
     def _pid(self) -> int | None:
         try:
@@ -161,6 +181,7 @@ class Bird:
         # BIRD daemonizes (and closes our pipes) itself, so it outlives the node
         # daemon: restarting the daemon must not withdraw this node's routes.
         proc = _run("bird", "-c", self.conf_path, "-s", self.socket_path, "-P", self.pid_path)
+        self.started_at = time.monotonic()
         if proc.returncode != 0:
             raise BirdError(f"BIRD did not start: {(proc.stderr or proc.stdout).strip()}")
         deadline = time.monotonic() + START_TIMEOUT
@@ -176,3 +197,28 @@ class Bird:
         if proc.returncode != 0 or not any(line.startswith(RECONFIGURED) for line in lines):
             detail = "; ".join(line for line in lines if line and "ready." not in line)
             raise BirdError(f"BIRD did not take the new config: {detail or proc.stderr.strip()}")
+
+
+def parse_exports(text: str) -> dict[IPv4Network, RouteShape]:
+    """`show route export`: a line per network (type first), its next hops on the lines below;
+    a further route of the same network (an indented type) is not what was exported."""
+    shapes: dict[IPv4Network, RouteShape] = {}
+    current: IPv4Network | None = None
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not line[0].isspace():
+            try:
+                current = IPv4Network(fields[0])
+            except ValueError:
+                current = None
+                continue
+            kind = fields[1] if len(fields) > 1 and fields[1] in ROUTE_TYPES else "unicast"
+            shapes[current] = RouteShape(kind)
+        elif fields[0] in ROUTE_TYPES:
+            current = None
+        elif current is not None and fields[0] == "via" and len(fields) > 1:
+            shape = shapes[current]
+            shapes[current] = RouteShape(shape.type, tuple(sorted({*shape.gateways, fields[1]})))
+    return shapes

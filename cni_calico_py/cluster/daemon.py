@@ -7,10 +7,14 @@ milliseconds:
 2. writes the node's blocks to the node state file the IPAM reads on every ADD;
 3. writes the node's record, only when it differs from what etcd holds;
 4. brings routes, VXLAN entries and BIRD in line (routing.py).
-Every `resync_seconds` it reads everything again and re-applies it whole (the
-safety net), and gives back blocks that have held no address for
-`block_release_after_seconds`. Idle, it writes nothing to etcd: the lease
-renewal (liveness.py) is not a write.
+Every `resync_seconds` it reads everything again and compares the kernel with
+all of it (the safety net), and gives back blocks that have held no address
+for `block_release_after_seconds`. Idle, it writes nothing to etcd (the lease
+renewal, liveness.py, is not a write) and nothing to the kernel.
+
+It also follows the kernel (kernel_events.py): when a route, VXLAN entry or
+tunnel device it programs (or, in BGP modes, a route BIRD writes) is deleted
+or changed, it puts back what is missing within milliseconds (repair.py).
 
 etcd down: the node state stays as it was, so ADDs go on using the owned
 blocks; the daemon retries with a backoff and logs each attempt.
@@ -34,6 +38,7 @@ from .addresses import AddressMonitor
 from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
 from .datastore import Datastore, DatastoreUnavailable, Event, NodeRecord, PoolExhausted, View
+from .kernel_events import KernelMonitor
 from .liveness import DeadNodes, Liveness
 from .metrics import NodeMetrics
 from .release import IdleBlocks
@@ -58,6 +63,8 @@ class NodeDaemon:
         self._watch: Watch | None = None
         self._watch_ended: str | None = None
         self._address_changed = True
+        # Set by the kernel monitor: something the daemon programs may have been undone.
+        self._kernel_changed = False
         self.dead = DeadNodes(self.datastore, conf.nodename, conf.dead_node_release_seconds)
         self.idle = IdleBlocks(self.datastore, conf)
         # Set by serve() when the config asks for metrics.
@@ -182,12 +189,23 @@ class NodeDaemon:
         self._address_changed = True
         self.wake.set()
 
+    def on_kernel_change(self, what: str) -> None:
+        log.debug("kernel: %s changed", what)
+        self._kernel_changed = True
+        self.wake.set()
+
     def run(self, stop: threading.Event) -> None:
         delay = 1.0
         next_refresh = next_idle_check = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
             force = now >= next_refresh or self._watch_ended is not None
+            kernel, self._kernel_changed = self._kernel_changed, False
+            if now >= self.routing.recheck_at:
+                self.routing.recheck_at = float("inf")
+                kernel = True
+            # Woken by the kernel alone: compare it with the plan, nothing else is due.
+            synced = force or not kernel or self._address_changed or self._event_at is not None
             try:
                 if self._watch_ended is not None:
                     log.info("re-reading the cluster: %s", self._watch_ended)
@@ -197,13 +215,17 @@ class NodeDaemon:
                 if self._address_changed:
                     self._address_changed = False
                     self.redetect_ip()
-                event_at, self._event_at = self._event_at, None
-                started = time.monotonic()
-                self.sync(force)
-                if self.metrics is not None:
-                    done = time.monotonic()
-                    self.metrics.synced("resync" if force else "watch", done - started,
-                                        done - event_at if event_at is not None else None)
+                if synced:
+                    event_at, self._event_at = self._event_at, None
+                    started = time.monotonic()
+                    self.sync(force)
+                    if self.metrics is not None:
+                        done = time.monotonic()
+                        self.metrics.synced("resync" if force else "watch", done - started,
+                                            done - event_at if event_at is not None else None)
+                if kernel and not force:
+                    # The resync compared everything already.
+                    self.routing.repair()
                 if now >= next_idle_check:
                     self.idle.release()
                     next_idle_check = now + self.idle.check_seconds
@@ -225,7 +247,8 @@ class NodeDaemon:
                 log.exception("resync failed; retrying in %.0f s", delay)
                 next_refresh = time.monotonic() + delay
                 delay = min(delay * 2, MAX_BACKOFF)
-            timeout = max(min(next_refresh, next_idle_check, self.dead.removal_due()) - time.monotonic(), 0.0)
+            due = min(next_refresh, next_idle_check, self.dead.removal_due(), self.routing.recheck_at)
+            timeout = max(due - time.monotonic(), 0.0)
             if self.wake.wait(timeout) and not stop.is_set():
                 stop.wait(SETTLE_SECONDS)
             self.wake.clear()
@@ -247,8 +270,9 @@ def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
         log.info("node %s synced once: blocks %s", state.nodename, ", ".join(state.blocks))
         return 0
     if conf.metrics_port is not None:
-        daemon.metrics = NodeMetrics(conf)
-        daemon.metrics.serve(conf.metrics_port)
+        metrics = daemon.metrics = NodeMetrics(conf)
+        daemon.routing.on_repair = metrics.repaired
+        metrics.serve(conf.metrics_port)
         log.info("node %s: metrics on http://127.0.0.1:%d/metrics", conf.nodename, conf.metrics_port)
     stop = threading.Event()
 
@@ -261,6 +285,8 @@ def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
     log.info("node %s (%s) starting against %s", conf.nodename, node_ip,
              ", ".join(conf.etcd_endpoints))
     AddressMonitor(daemon.on_address_change).start()
+    # Before the first sync: whatever is undone from then on wakes the daemon.
+    KernelMonitor(conf.pool, daemon.on_kernel_change).start()
     # Its own client: the lease is renewed from another thread.
     liveness = Liveness(Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds),
                         conf.nodename, conf.node_lease_seconds)

@@ -1,9 +1,10 @@
 """The node daemon's Prometheus metrics, on 127.0.0.1:`metrics_port` when the config sets one.
 
 Counters and histograms are updated by the daemon's loop (syncs, watch
-latency, etcd errors). What the node holds is read when scraped: its blocks
-from the node state file, the addresses in use from the IPAM's store, and
-the BGP sessions from BIRD.
+latency, etcd errors, repairs of what something else undid in the kernel).
+What the node holds is read when scraped: its blocks from the node state
+file, the addresses in use from the IPAM's store, and the BGP sessions from
+BIRD.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from ipam.api import ConflistError, network_view
 from ..core.errors import CNIError
 from .config import ClusterConfig
 from .peers import uses_bird
+from .repair import Fix
 
 ADDRESS = "127.0.0.1"
+REPAIRED = ("route", "blackhole", "neigh", "fdb", "device")
 SYNC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -76,7 +79,16 @@ class NodeMetrics:
         self.etcd_errors = Counter("calico_py_node_etcd_errors",
                                    "Resyncs that failed because etcd did not answer",
                                    registry=self.registry)
+        self.repairs = Counter(
+            "calico_py_node_repairs",
+            "Objects the daemon put back after something else deleted or changed them in the kernel, "
+            "by kind: route, blackhole, neigh, fdb, device", ["what"], registry=self.registry)
+        for what in REPAIRED:
+            self.repairs.labels(what)
         self.registry.register(_NodeState(conf))
+
+    def repaired(self, fix: Fix) -> None:
+        self.repairs.labels(fix.what).inc()
 
     def synced(self, trigger: str, seconds: float, since_event: float | None) -> None:
         self.syncs.labels(trigger).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,12 +96,20 @@ class Cluster:
         return sorted(line.strip() for line in lines
                       if not line.startswith("default") and _in_pool(line, pool))
 
+    def repairs_path(self, node: ClusterNode) -> Path:
+        """The node's repair journal: its own, never the machine's."""
+        return self.dir(node) / "repairs.jsonl"
+
+    def node_env(self, node: ClusterNode) -> dict[str, str]:
+        return {**os.environ, "CALICO_PY_REPAIRS": str(self.repairs_path(node))}
+
     @contextmanager
     def daemon(self, node: ClusterNode) -> Iterator[subprocess.Popen[bytes]]:
         log = open(self.dir(node) / "daemon.log", "ab")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
             ["ip", "netns", "exec", node.name, self.exe, "node", "run",
-             "--config", str(self.config_path(node))], stdout=log, stderr=subprocess.STDOUT)
+             "--config", str(self.config_path(node))], stdout=log, stderr=subprocess.STDOUT,
+            env=self.node_env(node))
         try:
             yield proc
         finally:
