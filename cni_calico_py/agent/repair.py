@@ -47,6 +47,7 @@ from ..dataplane import addressing, sysctl
 from ..dataplane.naming import OWNER_MARK, owner_mark
 
 CHECK_SECONDS = 30.0
+PROCESS_NAME = "calico-repairer"  # at most 15 characters: the kernel's comm
 BUSY_RETRY_SECONDS = 0.05
 BUSY_RETRIES = 100  # 5 s of a busy attachment: a request holds it; it rechecks after
 _RTN_BLACKHOLE = 6
@@ -319,24 +320,30 @@ def _target(event: rtnl_events.Event, targets: Targets) -> None:
         targets.indexes.add(event.index)
 
 
-def run_repairer(reports: int) -> None:
+def run_repairer(reports: int, agent: int) -> None:
     """The repairer process's life: follow the node until the agent tells it to stop."""
+    import ctypes
     import signal
 
     from .stats import REPAIR_PREFIX
-
-    stopping = False
+    from .worker import PR_SET_PDEATHSIG
 
     def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        # Nothing here needs finishing: a repair cut short is redone by the next one.
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent's Ctrl-C stops it through the agent
-    agent = os.getppid()
+    # A killed agent must not leave its repairer behind.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # For ps and top, and to tell it from the workers.
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w", encoding="ascii") as comm:
+        comm.write(PROCESS_NAME)
 
     def report(what: str) -> None:
         with contextlib.suppress(OSError):  # the agent is going: the repair stands
             os.write(reports, REPAIR_PREFIX + what.encode() + b"\n")
 
-    Repairer(report).run(lambda: stopping or os.getppid() != agent)
+    if os.getppid() != agent:
+        return
+    Repairer(report).run(lambda: os.getppid() != agent)

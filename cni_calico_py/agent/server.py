@@ -211,16 +211,17 @@ class _Pool:
             self.repairer = None
         if time.monotonic() < self.repairer_after:
             return
+        agent_pid = os.getpid()
         try:
             pid = os.fork()
         except OSError as err:
             logs.log.error("agent: cannot fork the repairer: %s", err)
             return
         if pid == 0:
-            self._become_repairer()
+            self._become_repairer(agent_pid)
         self.repairer = pid
 
-    def _become_repairer(self) -> None:
+    def _become_repairer(self, agent_pid: int) -> None:
         signal.set_wakeup_fd(-1)
         for fd in (self.reports_r, self.wakeup_r, self.wakeup_w):
             os.close(fd)
@@ -231,7 +232,9 @@ class _Pool:
         try:
             from .repair import run_repairer
 
-            run_repairer(self.reports_w)
+            run_repairer(self.reports_w, agent_pid)
+        except SystemExit:
+            pass
         except BaseException:
             logs.log.exception("agent: the repairer failed")
             code = 1

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from cni_calico_py.agent.repair import PROCESS_NAME
 from tests.attack.invariants import Attachment
 from tests.netns import enter
 
@@ -30,6 +31,7 @@ T = TypeVar("T")
 # The syscall an idle agent worker sleeps in (accept4, or accept), by machine.
 _ACCEPT = {"x86_64": {"288", "43"}, "aarch64": {"242", "202"}}.get(platform.machine(), {"288", "43"})
 TRY_AGAIN = 11
+REPAIRER = PROCESS_NAME  # the agent's child that is not a worker
 _inside = threading.local()  # .entered: this thread is in the node's namespace
 
 
@@ -248,7 +250,8 @@ class AgentWorkers:
                 listed = {int(pid) for pid in children.read().split()}
         except FileNotFoundError:
             return set()
-        return {pid for pid in listed if _stat_of(pid)[0] not in ("Z", "X", "")}
+        return {pid for pid in listed if _stat_of(pid)[0] not in ("Z", "X", "")
+                and _comm(pid) != REPAIRER}
 
     @staticmethod
     def idle(pid: int) -> bool:
@@ -294,6 +297,14 @@ class AgentWorkers:
                 return (f"the agent did not go quiet within {timeout:.0f} s: {len(pids)} of "
                         f"{self.size} workers, busy {busy}")
             time.sleep(0.005)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def _stat_of(pid: int) -> tuple[str, int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cni_calico_py.agent import framing
+from cni_calico_py.agent.repair import PROCESS_NAME
 from tests.cni_calls import Pod, netconf
 from tests.netns import Node, agent_status, make_node, running_agent, wait_for
 
@@ -193,8 +194,35 @@ def test_agent_in_another_namespace_declines_and_the_caller_serves_itself(
 
 
 def _workers_of(agent_pid: int) -> set[int]:
+    """The agent's children but its repairer."""
     with open(f"/proc/{agent_pid}/task/{agent_pid}/children") as children:
-        return {int(pid) for pid in children.read().split()}
+        return {int(pid) for pid in children.read().split() if _comm(int(pid)) != PROCESS_NAME}
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_the_repairer_runs_beside_the_workers_and_goes_with_a_killed_agent(
+        bare_node, plugin_exe, tmp_path):
+    sock = str(tmp_path / "agent.sock")
+    with running_agent(bare_node, plugin_exe, sock) as agent:
+        def repairers() -> list[int]:
+            with open(f"/proc/{agent.pid}/task/{agent.pid}/children") as children:
+                return [int(p) for p in children.read().split() if _comm(int(p)) == PROCESS_NAME]
+
+        wait_for(lambda: len(repairers()) == 1, "the repairer never started")
+        first = repairers()[0]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(repairers()) == 1 and repairers()[0] != first,
+                 "the repairer was not replaced")
+        second = repairers()[0]
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        wait_for(lambda: not os.path.exists(f"/proc/{second}"), "the repairer outlived the agent")
 
 
 def test_a_dead_worker_is_replaced(bare_node, plugin_exe, cni_path, tmp_path):
