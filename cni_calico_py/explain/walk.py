@@ -179,7 +179,8 @@ class _Walk:
             return None
         proxy_arp = sysctl(veth.name, "proxy_arp")
         what = (f"in on {veth.name} ({'up' if veth.up else 'DOWN'}, mtu {veth.mtu}, "
-                f"proxy_arp {proxy_arp}); route back: {back.text() if back else 'unreachable'}")
+                f"proxy_arp {proxy_arp}){self.repaired(veth.name)}; route back: "
+                f"{back.text() if back else 'unreachable'}{self.repaired(f'{self.src}/32')}")
         problem = None
         if not veth.up:
             problem = f"the pod's host veth {veth.name} is down (and its routes are gone with it)"
@@ -413,7 +414,7 @@ class _Walk:
         found = blackholes.get(str(src_block))
         where = f"node {self.here}"
         if found is not None:
-            what = f"own block: {found.text()}"
+            what = f"own block: {found.text()}{self.repaired(str(src_block))}"
             if self.cluster.bgp:
                 what += " (exported to the peers by BIRD)"
             self.hop(where, what)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.cni_calls import BLOCK_V4, Pod, netconf
-from tests.netns import Node, make_node
+from tests.netns import Node, make_node, running_agent, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -120,3 +120,20 @@ def test_a_source_pod_whose_netns_is_gone_is_named(pair: Pair) -> None:
     assert any("cannot enter the pod's network namespace" in p for p in broken(report)), \
         json.dumps(report, indent=1)
     assert not Path(pair.src.netns).exists(), "explain must never make a namespace"
+
+
+def test_a_hop_the_agent_just_repaired_says_so(pair: Pair, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = tmp_path / "repairs.jsonl"
+    monkeypatch.setenv("CALICO_PY_REPAIRS", str(journal))  # the agent's and explain's
+    veth = pair.src.host_veth
+    with running_agent(pair.node, pair.exe, str(tmp_path / "agent.sock")):
+        pair.node.exec("ip", "link", "set", veth, "down")
+        wait_for(lambda: "route" in (journal.read_text() if journal.exists() else ""),
+                 "the repairer to put the veth and its route back", timeout=10)
+    code, report = pair.explain()
+    assert code == 0 and report["ok"], report
+    veth_hop = report["hops"][1]["what"]
+    assert f"in on {veth} (up" in veth_hop and "repaired" in veth_hop, veth_hop
+    assert "was down; set it up" in veth_hop, veth_hop
+    assert "was missing; added it" in veth_hop, veth_hop
