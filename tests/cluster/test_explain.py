@@ -73,14 +73,15 @@ def test_bgp_path_and_its_faults(cluster: Cluster) -> None:
         assert f"node {n3.name} (expected): owns {block_of(cluster, n3)}" in text
         assert f"blackhole {block_of(cluster, n1)} proto bird (exported to the peers by BIRD)" in text
 
+        # n1's daemon stopped, or it would put back at once what is broken next (test_repair.py).
+        daemons.stop(n1)
         # The own block's blackhole removed: nothing to announce.
         n1.exec("ip", "route", "del", "blackhole", block_of(cluster, n1))
         code, report = explain(cluster, n1, src, dst)
         assert code == 1 and any(f"no blackhole route for this node's block {block_of(cluster, n1)}"
                                  in p for p in problems(report)), problems(report)
 
-        # BIRD stopped (its daemon first, or it would start BIRD again).
-        daemons.stop(n1)
+        # BIRD stopped.
         os.kill(bird_pid(cluster, n1), signal.SIGTERM)
         wait_for(lambda: not any(line.startswith(block_of(cluster, n3))
                                  for line in cluster.routes(n1)), what="BIRD's routes withdrawn")
@@ -95,7 +96,7 @@ def test_bgp_path_and_its_faults(cluster: Cluster) -> None:
 def test_vxlan_path_and_its_faults(cluster: Cluster, mode: str) -> None:
     nodes = three_nodes(cluster, remote_third=True)
     n1, n2, n3 = nodes
-    with running(cluster, nodes, mode):
+    with running(cluster, nodes, mode) as daemons:
         pods = pods_routed(cluster, nodes)
         src, dst = pods[n1.name], pods[n3.name]
         code, report = explain(cluster, n1, src, dst)
@@ -111,6 +112,8 @@ def test_vxlan_path_and_its_faults(cluster: Cluster, mode: str) -> None:
             assert code == 0, problems(report)
             assert f"to node {n2.name} at {n2.ip} over eth0, not encapsulated" in whats(report)
 
+        # n1's daemon stopped, or it would put back at once what is broken next (test_repair.py).
+        daemons.stop(n1)
         # The tunnel's MTU lowered below the pod's.
         n1.exec("ip", "link", "set", "vxlan.calico", "mtu", "1400")
         code, report = explain(cluster, n1, src, dst)
