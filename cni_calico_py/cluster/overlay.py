@@ -73,10 +73,11 @@ class Overlay:
                      address: ipaddress.IPv4Address, mtu: int) -> list[Fix]:
         """vxlan.calico as the node needs it, up, with its address; what had to be done."""
         link = self._link(VXLAN_DEVICE)
-        if link is not None and _vxlan_matches(link, node_ip, mac):
-            return self._up(link, mtu) + self._only_address(VXLAN_DEVICE, link["index"], address)
+        if link is not None and _vxlan_matches(link, node_ip):
+            return (self._mac(link, mac) + self._up(link, mtu)
+                    + self._only_address(VXLAN_DEVICE, link["index"], address))
         if link is not None:
-            log.info("recreating %s: its VNI, port, local address or MAC changed", VXLAN_DEVICE)
+            log.info("recreating %s: its VNI, port or local address changed", VXLAN_DEVICE)
             self.ipr.link("del", index=link["index"])
         self.ipr.link("add", ifname=VXLAN_DEVICE, kind="vxlan", vxlan_id=VXLAN_VNI,
                       vxlan_port=VXLAN_PORT, vxlan_local=str(node_ip.ip), vxlan_learning=0,
@@ -86,7 +87,7 @@ class Overlay:
         self.ipr.link("set", index=index, state="up")
         self._only_address(VXLAN_DEVICE, index, address)
         found = (f"no {VXLAN_DEVICE}" if link is None
-                 else f"{VXLAN_DEVICE} with another VNI, port, local address or MAC")
+                 else f"{VXLAN_DEVICE} with another VNI, port or local address")
         return [Fix("device", VXLAN_DEVICE, found,
                     f"{'created' if link is None else 'recreated'} it (VNI {VXLAN_VNI}, port "
                     f"{VXLAN_PORT}, local {node_ip.ip}, MAC {mac}, mtu {mtu}, address {address})")]
@@ -120,6 +121,15 @@ class Overlay:
         if index is not None:
             self.ipr.link("del", index=index)
             log.info("removed %s: the encapsulation mode no longer uses it", name)
+
+    def _mac(self, link: Any, mac: str) -> list[Fix]:
+        """The VTEP MAC the other nodes' neighbour entries name."""
+        have = str(link.get("IFLA_ADDRESS")).lower()
+        if have == mac.lower():
+            return []
+        self.ipr.link("set", index=link["index"], address=mac)
+        name = str(link.get("IFLA_IFNAME"))
+        return [Fix("device", name, f"{name} with MAC {have}", f"set its MAC back to {mac}")]
 
     def _up(self, link: Any, mtu: int) -> list[Fix]:
         """The device up with the MTU: set only when it is not."""
@@ -319,13 +329,13 @@ class Overlay:
                 raise
 
 
-def _vxlan_matches(link: Any, node_ip: ipaddress.IPv4Interface, mac: str) -> bool:
+def _vxlan_matches(link: Any, node_ip: ipaddress.IPv4Interface) -> bool:
+    """What cannot be changed on a VXLAN device, only made anew."""
     data = ("IFLA_LINKINFO", "IFLA_INFO_DATA")
     return bool(
         link.get_nested(*data, "IFLA_VXLAN_ID") == VXLAN_VNI
         and link.get_nested(*data, "IFLA_VXLAN_PORT") == VXLAN_PORT
-        and link.get_nested(*data, "IFLA_VXLAN_LOCAL") == str(node_ip.ip)
-        and str(link.get("IFLA_ADDRESS")).lower() == mac.lower())
+        and link.get_nested(*data, "IFLA_VXLAN_LOCAL") == str(node_ip.ip))
 
 
 def _permanent(entry: Any) -> bool:

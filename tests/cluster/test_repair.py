@@ -172,12 +172,22 @@ def test_vxlan_routes_neighbours_and_fdb_come_back(cluster: Cluster) -> None:
                            f"fdb {mac}", lambda: pings(src, dst.address()))
             results.append(figures(f"VXLAN FDB entry ({mac} dst {n3.ip})", took))
 
-            # The tunnel device down, its MTU changed, then deleted: routes and entries follow.
+            # The tunnel device down, its MTU, MAC or address changed, then deleted: the routes
+            # and entries the kernel drops with it come back too.
+            def device() -> dict[str, Any]:
+                return dict(json.loads(n1.exec("ip", "-j", "addr", "show", "vxlan.calico").stdout)[0])
+
+            own_mac, own_vtep = device()["address"], tunnel(cluster, n1)
             n1.exec("ip", "link", "set", "vxlan.calico", "down")
             pings(src, dst.address())
             n1.exec("ip", "link", "set", "vxlan.calico", "mtu", "1400")
-            wait_for(lambda: '"mtu":1450' in n1.exec("ip", "-j", "link", "show", "vxlan.calico").stdout,
-                     timeout=BOUND, what="vxlan.calico's MTU put back")
+            wait_for(lambda: device()["mtu"] == 1450, timeout=BOUND, what="vxlan.calico's MTU back")
+            n1.exec("ip", "link", "set", "vxlan.calico", "address", "66:00:00:00:00:99")
+            wait_for(lambda: device()["address"] == own_mac, timeout=BOUND, what="vxlan.calico's MAC back")
+            n1.exec("ip", "addr", "del", f"{own_vtep}/32", "dev", "vxlan.calico")
+            wait_for(lambda: any(a["local"] == own_vtep for a in device()["addr_info"]), timeout=BOUND,
+                     what="vxlan.calico's address back")
+            pings(pods[n2.name], src.address())
             n1.exec("ip", "link", "del", "vxlan.calico")
             pings(src, dst.address())
             pings(pods[n2.name], src.address())
