@@ -25,7 +25,8 @@ def explain(cluster: Cluster, node: ClusterNode, src: Pod, dst: Pod) -> tuple[in
         ["ip", "netns", "exec", node.name, cluster.exe, "explain", src.address(), dst.address(),
          "--conf", str(cluster.dir(node) / "10-calico-py.conflist"),
          "--config", str(cluster.config_path(node)), "--json"],
-        capture_output=True, text=True, timeout=60)
+        # The node's own repair journal, which its daemon writes; never the machine's.
+        capture_output=True, text=True, timeout=60, env=cluster.node_env(node))
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
