@@ -96,9 +96,11 @@ class Targets:
 
 
 class Repairer:
-    def __init__(self, report: Callable[[str], None], by: str) -> None:
+    def __init__(self, report: Callable[[str], None], by: str,
+                 state_file: str | None = None) -> None:
         self.report = report
         self.by = by  # who repairs, for the journal: "agent" or "node"
+        self.state_file = state_file  # the node state file (cluster mode), if not the default
         self.rtnl = Rtnl(strict_check=True)
         self.busy: dict[tuple[str, str, str], int] = {}  # attachment key -> tries so far
 
@@ -165,7 +167,7 @@ class Repairer:
         return time.monotonic() + BUSY_RETRY_SECONDS if self.busy else None
 
     def _read(self) -> Wanted:
-        held: NodeHoldings = node_holdings()
+        held: NodeHoldings = node_holdings(self.state_file)
         attachments: dict[tuple[str, str, str], list[IPAddress]] = {}
         for holding in held.holdings:
             attachments.setdefault(_key(holding), []).append(holding.address)
@@ -224,7 +226,7 @@ class Repairer:
 
     def _repair(self, attachment: Attachment) -> None:
         """Under the attachment's lock: read again, then put back what is missing."""
-        current = [h.address for h in node_holdings().holdings
+        current = [h.address for h in node_holdings(self.state_file).holdings
                    if (h.network, h.container_id, h.ifname) == (attachment.network,
                                                               attachment.container_id,
                                                               attachment.ifname)]
@@ -271,7 +273,7 @@ class Repairer:
         try:
             # The IPAM's own check under no store lock: a DEL emptying the block
             # meanwhile removes it again, as it would have.
-            if any(h.address in block for h in node_holdings().holdings):
+            if any(h.address in block for h in node_holdings(self.state_file).holdings):
                 holes.ensure(block)
                 self._done("blackhole", str(block), f"blackhole {block} was missing",
                            "added it")

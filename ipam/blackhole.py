@@ -161,14 +161,16 @@ def _failure(action: str, block: IPNetwork, err: OSError) -> CNIError:
                     str(block))
 
 
-class BirdBlackholes(NetlinkBlackholes):
+class BirdBlackholes(SharedBlackholes):
     """Cluster BGP modes: BIRD holds the blackhole of every block the node owns,
-    pods or not (`blackhole <block> proto bird`); the IPAM only checks it is there."""
+    pods or not (`blackhole <block> proto bird`); the IPAM only checks it is there.
+    The block's list of stores is kept all the same: the node's repairer reads
+    from it which stores hold the addresses whose wiring it keeps."""
 
-    def ensure(self, block: IPNetwork) -> None:
+    def _ensure_route(self, block: IPNetwork) -> None:
         pass
 
-    def remove(self, block: IPNetwork) -> None:
+    def _remove_route(self, block: IPNetwork) -> None:
         pass
 
     def present(self, block: IPNetwork) -> bool:

@@ -96,7 +96,7 @@ def _blackholes(conf: IpamConf) -> NetlinkBlackholes:
     if conf.node_state_file is not None:
         state = node_state.read(conf.node_state_file)
         if state is not None and state.bird_holds_blackholes:
-            return BirdBlackholes()
+            return BirdBlackholes(conf.store_dir, conf.lock_timeout)
     return SharedBlackholes(conf.store_dir, conf.lock_timeout)
 
 

@@ -33,6 +33,7 @@ from ipam import node_state
 from ipam.node_state import NodeState
 
 from ..core.logs import log
+from ..repairer import Repairer
 from . import overlay, peers
 from .addresses import AddressMonitor
 from .blocks import home_first, vtep_mac
@@ -287,6 +288,12 @@ def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
     AddressMonitor(daemon.on_address_change).start()
     # Before the first sync: whatever is undone from then on wakes the daemon.
     KernelMonitor(conf.pool, daemon.on_kernel_change).start()
+    # The pods' own wiring too, for a node that runs no agent (with one, both
+    # repair, and neither writes what the other put back).
+    pods = Repairer(daemon.metrics.repaired_pod if daemon.metrics else lambda _what: None,
+                    "node", conf.state_file)
+    threading.Thread(target=pods.run, args=(stop.is_set,), name="pod-repairer",
+                     daemon=True).start()
     # Its own client: the lease is renewed from another thread.
     liveness = Liveness(Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds),
                         conf.nodename, conf.node_lease_seconds)

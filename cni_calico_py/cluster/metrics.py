@@ -24,7 +24,9 @@ from .peers import uses_bird
 from .repair import Fix
 
 ADDRESS = "127.0.0.1"
-REPAIRED = ("route", "blackhole", "neigh", "fdb", "device")
+# The daemon's own (fdb, neigh, device, and routes to other nodes' blocks), and the pod
+# repairer's in the daemon (a pod's route, its veth's link state and settings, blackholes).
+REPAIRED = ("route", "blackhole", "neigh", "fdb", "device", "link", "sysctl")
 SYNC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -89,6 +91,9 @@ class NodeMetrics:
 
     def repaired(self, fix: Fix) -> None:
         self.repairs.labels(fix.what).inc()
+
+    def repaired_pod(self, what: str) -> None:
+        self.repairs.labels(what).inc()
 
     def synced(self, trigger: str, seconds: float, since_event: float | None) -> None:
         self.syncs.labels(trigger).inc()

@@ -287,3 +287,50 @@ def test_an_idle_node_writes_nothing_to_its_kernel(cluster: Cluster, mode: str) 
         assert not sent, sent[:10]
         assert all(not v for v in lost.values()), lost
         assert all(resync_count(n) >= resyncs[n.name] + 2 for n in nodes), resyncs
+
+
+@pytest.mark.parametrize("mode", ["VXLAN", "Off"])
+def test_a_pods_own_wiring_comes_back_without_an_agent(cluster: Cluster, mode: str) -> None:
+    """The daemon runs the pod repairer too: a node with no agent gets its pods' route,
+    veth state and proxy_arp back, and pods of other nodes reach the pod again."""
+    ul = cluster.underlay
+    nodes = [ul.add_node(i) for i in (1, 2, 3)]
+    n1, _, n3 = nodes
+    with running(cluster, nodes, mode):
+        pods = add_pods(cluster, nodes)
+        src, dst = pods[n3.name], pods[n1.name]
+        pings(src, dst.address())
+        veth = dst.host_veth
+        address = f"{dst.address()}/32"
+        results = []
+        with notifications(n1.netns) as watch:
+            def pod_route(kind: str) -> Callable[[Note], bool]:
+                return lambda note: note.kind == kind and note.dst == address
+
+            took = measure(watch, lambda: n1.exec("ip", "route", "del", address, "dev", veth),
+                           pod_route("delroute"), pod_route("newroute"), f"route {address}",
+                           lambda: pings(src, dst.address()))
+            results.append(figures(f"{mode}: a pod's route {address} dev {veth}", took))
+
+            def link(up: bool) -> Callable[[Note], bool]:
+                return lambda note: note.kind == "newlink" and note.name == veth \
+                    and _is_up(n1, veth) == up
+
+            # Down and up at once: the kernel drops the veth's routes without a notice.
+            took = measure(watch, lambda: n1.exec("sh", "-c", f"ip link set {veth} down && "
+                                                  f"ip link set {veth} up"),
+                           link(True), pod_route("newroute"), f"veth {veth} flapped",
+                           lambda: pings(src, dst.address()))
+            results.append(figures(f"{mode}: the pod's veth set down and up", took))
+        for _ in range(5):
+            n1.exec("sysctl", "-qw", f"net.ipv4.conf.{veth}.proxy_arp=0")
+            wait_for(lambda: n1.exec("cat", f"/proc/sys/net/ipv4/conf/{veth}/proxy_arp")
+                     .stdout.strip() == "1", "proxy_arp back", timeout=BOUND, interval=0.005)
+            pings(dst, src.address())
+        found = {(r["by"], r["what"]) for r in repairs(cluster, n1)}
+        assert {("node", "route"), ("node", "sysctl")} <= found, found
+    print("\n" + "\n".join(results))
+
+
+def _is_up(node: ClusterNode, veth: str) -> bool:
+    return ",UP" in node.exec("ip", "-o", "link", "show", veth).stdout.split(">")[0]
