@@ -22,6 +22,9 @@ ABOUT = (
 )
 
 
+REPAIR_ENV = "CALICO_PY_REPAIR"
+
+
 def _parser(program: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=program,
@@ -56,6 +59,9 @@ def _parser(program: str) -> argparse.ArgumentParser:
     agent.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics "
                        "(default: off)")
+    agent.add_argument("--no-repair", action="store_true",
+                       help="do not put back what ADD wired when something removes it "
+                       f"(also ${REPAIR_ENV}=off; default: repair)")
     node = sub.add_parser(
         "node", help="cluster mode: run the node daemon, show the cluster, detect the node IP")
     node.add_argument("action", choices=["run", "status", "detect-ip", "leave", "config"],
@@ -166,7 +172,7 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def _agent(action: str, path: str, as_json: bool, workers: int | None,
-           metrics_port: int | None, stdout: TextIO) -> int:
+           metrics_port: int | None, stdout: TextIO, repair: bool = True) -> int:
     from .agent import server
 
     if action == "run":
@@ -177,7 +183,7 @@ def _agent(action: str, path: str, as_json: bool, workers: int | None,
             print("calico-py agent: --metrics-port must be a port number, 1 to 65535",
                   file=sys.stderr)
             return 2
-        return server.serve_forever(path, workers, metrics_port)
+        return server.serve_forever(path, workers, metrics_port, repair)
     state = server.status(path)
     if state is None:
         stdout.write(f"agent: not running (nothing answers on {path})\n")
@@ -229,8 +235,9 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
         if path == OFF:
             print(f"calico-py agent: --socket {OFF!r} is not a socket path", file=sys.stderr)
             return 2
+        repair = not options.no_repair and os.environ.get(REPAIR_ENV, "") != "off"
         return _agent(options.action, path, options.json, options.workers,
-                      options.metrics_port, stdout)
+                      options.metrics_port, stdout, repair)
     if options.command == "node":
         return _node(options, stdout)
     if options.command == "explain":

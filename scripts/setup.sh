@@ -15,7 +15,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-pip python3-dev gcc make binutils \
     iproute2 iputils-ping procps containernetworking-plugins \
-    etcd-server etcd-client bird2
+    etcd-server etcd-client bird2 strace
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

@@ -97,8 +97,10 @@ def default_workers() -> int:
     return max(4, 4 * (os.cpu_count() or 1))
 
 
-def serve_forever(path: str, workers: int | None = None, metrics_port: int | None = None) -> int:
-    """Serve until SIGTERM or SIGINT; with `metrics_port`, Prometheus metrics on 127.0.0.1."""
+def serve_forever(path: str, workers: int | None = None, metrics_port: int | None = None,
+                  repair: bool = True) -> int:
+    """Serve until SIGTERM or SIGINT; with `metrics_port`, Prometheus metrics on 127.0.0.1;
+    with `repair`, the repairer beside the workers (agent/repair.py)."""
     # entry.py gives command-line tools the default SIGPIPE (an operator's `| head`),
     # but a caller that closes its socket before its answer must cost a server an
     # EPIPE to handle, not its life. Workers and threads inherit this.
@@ -124,7 +126,7 @@ def serve_forever(path: str, workers: int | None = None, metrics_port: int | Non
             raise SystemExit(f"calico-py agent: cannot serve metrics on 127.0.0.1:{metrics_port}: "
                              f"{err.strerror or err}") from None
         logs.log.info("agent: metrics on http://127.0.0.1:%d/metrics", metrics_port)
-    pool = _Pool(listener, size, metrics)
+    pool = _Pool(listener, size, metrics, repair)
     stopping = False
 
     def stop(_signum: int, _frame: Any) -> None:
@@ -133,7 +135,8 @@ def serve_forever(path: str, workers: int | None = None, metrics_port: int | Non
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    logs.log.info("agent %d serving %s with %d workers", os.getpid(), path, pool.size)
+    logs.log.info("agent %d serving %s with %d workers%s", os.getpid(), path, pool.size,
+                  "" if repair else ", repairing nothing")
     try:
         pool.run(lambda: stopping)
     finally:
@@ -151,12 +154,14 @@ def serve_forever(path: str, workers: int | None = None, metrics_port: int | Non
 class _Pool:
     """The workers, kept at full strength; their reports become the agent's figures."""
 
-    def __init__(self, listener: socket.socket, size: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, listener: socket.socket, size: int, metrics: Metrics | None = None,
+                 repair: bool = True) -> None:
         self.listener = listener
         self.size = size
         self.stats = Stats()
         self.metrics = metrics
         self.started: dict[int, float] = {}  # worker pid: when it was forked
+        self.repair = repair
         self.repairer: int | None = None  # the repairer's pid (repair.py)
         self.repairer_after = 0.0
         self.refill_after = 0.0
@@ -200,6 +205,8 @@ class _Pool:
             self.started[pid] = time.monotonic()
 
     def _keep_repairer(self) -> None:
+        if not self.repair:
+            return
         if self.repairer is not None:
             with contextlib.suppress(ChildProcessError):
                 done, status = os.waitpid(self.repairer, os.WNOHANG)

@@ -459,3 +459,15 @@ def sh_links(netns: str) -> list[str]:
     proc = subprocess.run(["ip", "-n", os.path.basename(netns), "-j", "link", "show"],
                           capture_output=True, text=True, check=True)
     return [link["ifname"] for link in json.loads(proc.stdout or "[]")]
+
+
+def test_no_repair_runs_no_repairer(bare_node, plugin_exe, tmp_path):
+    sock = str(tmp_path / "agent.sock")
+    command = [plugin_exe, "agent", "--socket", sock, "--no-repair"]
+    with running_agent(bare_node, plugin_exe, sock, command=command) as agent:
+        size = agent_status(plugin_exe, sock)["workers"]
+        wait_for(lambda: len(_workers_of(agent.pid)) == size, "the pool never filled")
+        time.sleep(0.5)
+        with open(f"/proc/{agent.pid}/task/{agent.pid}/children") as children:
+            assert [p for p in children.read().split() if _comm(int(p)) == PROCESS_NAME] == []
+    assert "repairing nothing" in Path(sock + ".log").read_text()

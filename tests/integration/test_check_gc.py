@@ -23,6 +23,12 @@ pytestmark = pytest.mark.netns
 PodFactory = Callable[..., Pod]
 
 
+@pytest.fixture(autouse=True)
+def no_repairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHECK must find what these tests break: the agent's repairer would put it back first."""
+    monkeypatch.setenv("CALICO_PY_REPAIR", "off")
+
+
 @pytest.fixture
 def make_pod(node: Node, plugin_exe: str, cni_path: str, tmp_path) -> PodFactory:
     def factory(conf: dict[str, Any] | None = None, args: str = "", **conf_extra) -> Pod:
