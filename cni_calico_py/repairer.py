@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ipam.api import Holding, NodeHoldings, node_holdings
+from ipam.api import Holding, NodeHoldings, node_holdings, restore_blackhole
 
 from .core import attachment_lock, repairs, rtnl_events
 from .core.constants import MAIN_TABLE
@@ -267,20 +267,11 @@ class Repairer:
             return
         if wanted.routes.get(key):
             return  # another route for the block: an operator's, not to be fought
-        from ipam.blackhole import NetlinkBlackholes
-
-        holes = NetlinkBlackholes()
         try:
-            # The IPAM's own check under no store lock: a DEL emptying the block
-            # meanwhile removes it again, as it would have.
-            if any(h.address in block for h in node_holdings(self.state_file).holdings):
-                holes.ensure(block)
-                self._done("blackhole", str(block), f"blackhole {block} was missing",
-                           "added it")
+            if restore_blackhole(block):
+                self._done("blackhole", str(block), f"blackhole {block} was missing", "added it")
         except CNIError as err:
             log.warning("repairer: blackhole %s: %s", block, err.msg)
-        finally:
-            holes.close()
 
     def _done(self, what: str, key: str, found: str, done: str) -> None:
         log.info("repaired %s: %s; %s", what, found, done)

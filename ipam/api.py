@@ -21,7 +21,7 @@ from cni_calico_py.core.results import IPAddress, IPNetwork
 from .conflist import ConflistError
 
 __all__ = ["ConflistError", "Holder", "Holding", "NetworkView", "NodeHoldings", "PoolStore",
-           "network_view", "node_holdings", "pool_store"]
+           "network_view", "node_holdings", "pool_store", "restore_blackhole"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +141,26 @@ def node_holdings(state_file: str | None = None) -> NodeHoldings:
     state = node_state.read(state_file or node_state.DEFAULT_STATE_FILE)
     return NodeHoldings(tuple(holdings), tuple(sorted(held_blocks, key=str)),
                         state is not None and state.bird_holds_blackholes)
+
+
+def restore_blackhole(block: IPNetwork, timeout: float = 1.0) -> bool:
+    """Put the IPAM's blackhole of `block` back if a store of this node holds an address in
+    it; whether it did. Under the block's lock, as the stores' ADD and DEL change it, so it
+    never brings back one that the last store's DEL has just removed.
+
+    Raises CNIError 11 when the block's lock stays busy past `timeout`.
+    """
+    from . import block_stores
+    from .blackhole import NetlinkBlackholes
+
+    holes = NetlinkBlackholes()
+    try:
+        with block_stores.locked(block, timeout) as listed:
+            if not any(block_stores.holds(store, block) for store in listed.stores):
+                return False
+            if holes.present(block):
+                return False
+            holes.ensure(block)
+            return True
+    finally:
+        holes.close()
