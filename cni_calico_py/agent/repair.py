@@ -10,10 +10,57 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Callable
 
+from ..core import logs
 from ..repairer import Repairer
 
 PROCESS_NAME = "calico-repairer"  # at most 15 characters: the kernel's comm
+RESPAWN_PAUSE_SECONDS = 1.0
+
+
+class RepairerChild:
+    """The agent's side: the repairer forked, reaped and replaced (after a pause) when it dies."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.after = 0.0
+
+    def pids(self) -> list[int]:
+        return [self.pid] if self.pid is not None else []
+
+    def keep(self, close_for_child: Callable[[], None], run: Callable[[int], None]) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+                if not done:
+                    return
+                logs.log.warning("agent: the repairer %d ended with status %#x; replacing it",
+                                 self.pid, status)
+                self.after = time.monotonic() + RESPAWN_PAUSE_SECONDS
+            self.pid = None
+        if time.monotonic() < self.after:
+            return
+        agent_pid = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as err:
+            logs.log.error("agent: cannot fork the repairer: %s", err)
+            return
+        if pid == 0:
+            code = 0
+            try:
+                close_for_child()
+                run(agent_pid)
+            except SystemExit:
+                pass
+            except BaseException:
+                logs.log.exception("agent: the repairer failed")
+                code = 1
+            finally:
+                os._exit(code)
+        self.pid = pid
 
 
 def run_repairer(reports: int, agent: int) -> None:

@@ -24,6 +24,7 @@ from ..core import logs, versions
 from ..core.constants import IPAM_PLUGIN_NAME
 from . import framing
 from .fallbacks import fallback_file
+from .repair import RepairerChild, run_repairer
 from .stats import REPAIR_PREFIX, Report, Stats
 from .worker import Worker
 
@@ -161,9 +162,7 @@ class _Pool:
         self.stats = Stats()
         self.metrics = metrics
         self.started: dict[int, float] = {}  # worker pid: when it was forked
-        self.repair = repair
-        self.repairer: int | None = None  # the repairer's pid (repair.py)
-        self.repairer_after = 0.0
+        self.repairer = RepairerChild() if repair else None
         self.refill_after = 0.0
         self.reports_r, self.reports_w = os.pipe()
         self.handoff_r, self.handoff_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -197,56 +196,25 @@ class _Pool:
                 logs.log.error("agent: cannot fork a worker: %s", err)
                 return
             if pid == 0:
-                signal.set_wakeup_fd(-1)
-                for fd in (self.reports_r, self.wakeup_r, self.wakeup_w):
-                    os.close(fd)
-                self.handoff_r.close()
+                self._close_for_child(listener=False)
                 Worker(self.listener, self.reports_w, self.handoff_w).run(agent_pid)
             self.started[pid] = time.monotonic()
 
     def _keep_repairer(self) -> None:
-        if not self.repair:
+        if self.repairer is None:
             return
-        if self.repairer is not None:
-            with contextlib.suppress(ChildProcessError):
-                done, status = os.waitpid(self.repairer, os.WNOHANG)
-                if not done:
-                    return
-                logs.log.warning("agent: the repairer %d ended with status %#x; replacing it",
-                                 self.repairer, status)
-                self.repairer_after = time.monotonic() + RESPAWN_PAUSE_SECONDS
-            self.repairer = None
-        if time.monotonic() < self.repairer_after:
-            return
-        agent_pid = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError as err:
-            logs.log.error("agent: cannot fork the repairer: %s", err)
-            return
-        if pid == 0:
-            self._become_repairer(agent_pid)
-        self.repairer = pid
+        self.repairer.keep(lambda: self._close_for_child(listener=True),
+                           lambda agent_pid: run_repairer(self.reports_w, agent_pid))
 
-    def _become_repairer(self, agent_pid: int) -> None:
+    def _close_for_child(self, listener: bool) -> None:
+        """In a child: let go of what only the agent itself reads."""
         signal.set_wakeup_fd(-1)
         for fd in (self.reports_r, self.wakeup_r, self.wakeup_w):
             os.close(fd)
         self.handoff_r.close()
-        self.handoff_w.close()
-        self.listener.close()
-        code = 0
-        try:
-            from .repair import run_repairer
-
-            run_repairer(self.reports_w, agent_pid)
-        except SystemExit:
-            pass
-        except BaseException:
-            logs.log.exception("agent: the repairer failed")
-            code = 1
-        finally:
-            os._exit(code)
+        if listener:
+            self.handoff_w.close()
+            self.listener.close()
 
     def _reap(self) -> None:
         for pid, started in list(self.started.items()):
@@ -296,7 +264,7 @@ class _Pool:
 
     def stop(self) -> None:
         """Idle workers leave at once; busy ones finish the request they hold."""
-        for pid in [*self.started, *([self.repairer] if self.repairer else [])]:
+        for pid in [*self.started, *(self.repairer.pids() if self.repairer else [])]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         signal.set_wakeup_fd(-1)
