@@ -1,4 +1,4 @@
-"""The agent's repairer process (the repairer itself is cni_calico_py/repairer.py).
+"""The agent's repairer process (the repairer itself is cni_calico_py/repairer/).
 
 Forked by the agent beside its workers and replaced if it dies; it dies
 with a killed agent, reports each repair to the agent on the workers'
