@@ -21,7 +21,8 @@ from cni_calico_py.core.results import IPAddress, IPNetwork
 from .conflist import ConflistError
 
 __all__ = ["ConflistError", "Holder", "Holding", "NetworkView", "NodeHoldings", "PoolStore",
-           "network_view", "node_holdings", "pool_store", "restore_blackhole"]
+           "bird_holds_blackholes", "network_view", "node_holdings", "pool_store",
+           "restore_blackhole"]
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def node_holdings(state_file: str | None = None) -> NodeHoldings:
     The stores are the ones the blocks' lists name (block_stores.py), so a
     store that has held nothing since the node booted is not among them.
     """
-    from . import block_stores, node_state
+    from . import block_stores
     from .records import listdir, read_record, record_paths
 
     netns = block_stores.netns_id()
@@ -138,9 +139,16 @@ def node_holdings(state_file: str | None = None) -> NodeHoldings:
                 continue
             holdings.append(Holding(store, network, address, record.container_id, record.ifname))
             held_blocks.update(b for b in blocks if address in b)
-    state = node_state.read(state_file or node_state.DEFAULT_STATE_FILE)
     return NodeHoldings(tuple(holdings), tuple(sorted(held_blocks, key=str)),
-                        state is not None and state.bird_holds_blackholes)
+                        bird_holds_blackholes(state_file))
+
+
+def bird_holds_blackholes(state_file: str | None = None) -> bool:
+    """Whether the node state says BIRD, not the IPAM, holds the node's blackholes."""
+    from . import node_state
+
+    state = node_state.read(state_file or node_state.DEFAULT_STATE_FILE)
+    return state is not None and state.bird_holds_blackholes
 
 
 def restore_blackhole(block: IPNetwork, timeout: float = 1.0) -> bool:

@@ -46,7 +46,10 @@ GC lists every store that holds an address again.
 A namespace deleted with addresses still held (tests do this) leaves its
 lists behind. Once there are MAX_LISTS of them, a store that starts a new list
 first removes the lists none of whose stores holds an address any more,
-each under its lock if that lock is free at once.
+each under its lock if that lock is free at once; at most once every
+SWEEP_SECONDS (the mtime of SWEPT says when), since lists whose stores still
+hold addresses stay, and sweeping them on every new list would cost each ADD
+milliseconds per list.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import ipaddress
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -69,6 +73,8 @@ DIRECTORY_ENV = "CALICO_PY_BLOCK_STORES"
 DEFAULT_DIRECTORY = "/run/calico-py-ipam/block-stores"
 LOCK_SUFFIX = ".lock"
 MAX_LISTS = 64
+SWEEP_SECONDS = 600.0
+SWEPT = ".swept"
 # socket(7): the network namespace's cookie, unique within a boot (Linux 5.14).
 _SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
 
@@ -208,9 +214,25 @@ def _tidy(path: str, sweep: bool) -> None:
             with suppress(FileNotFoundError):
                 os.unlink(os.path.join(parent, entry))
     lists = [n for n in names if n != name and block_of(n) is not None]
-    if sweep and len(lists) >= MAX_LISTS:
+    if sweep and len(lists) >= MAX_LISTS and _sweep_due(parent):
         for other in lists:
             _drop_if_unused(os.path.join(parent, other))
+
+
+def _sweep_due(parent: str) -> bool:
+    """Whether the last sweep is SWEEP_SECONDS old; if so, this one is recorded as begun."""
+    marker = os.path.join(parent, SWEPT)
+    try:
+        if time.time() - os.stat(marker).st_mtime < SWEEP_SECONDS:
+            return False
+    except FileNotFoundError:
+        pass
+    try:
+        with open(marker, "w", encoding="ascii"):
+            pass
+    except OSError:
+        return False
+    return True
 
 
 def _drop_if_unused(path: str) -> None:

@@ -56,6 +56,7 @@ class LinkEvent:
     name: str
     up: bool
     alias: str
+    went_down: bool = False  # this change itself cleared IFF_UP (ifi_change says so)
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,11 @@ def decode(data: bytes) -> Iterator[Event]:
 
 def _event(kind: int, body: bytes) -> Event | None:
     if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= _IFINFO.size:
-        _, _, index, flags, _ = _IFINFO.unpack_from(body)
+        _, _, index, flags, change = _IFINFO.unpack_from(body)
         attrs = _attrs(body[_IFINFO.size:])
-        return LinkEvent(kind == RTM_DELLINK, index, _text(attrs.get(IFLA_IFNAME)),
-                         bool(flags & _IFF_UP), _text(attrs.get(IFLA_IFALIAS)))
+        up = bool(flags & _IFF_UP)
+        return LinkEvent(kind == RTM_DELLINK, index, _text(attrs.get(IFLA_IFNAME)), up,
+                         _text(attrs.get(IFLA_IFALIAS)), bool(change & _IFF_UP) and not up)
     if kind in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= _RTMSG.size:
         family, dst_len, _, _, table, proto, _, rtype, _ = _RTMSG.unpack_from(body)
         attrs = _attrs(body[_RTMSG.size:])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from ipaddress import ip_network
 
-from ipam.api import restore_blackhole
+from ipam.api import bird_holds_blackholes, restore_blackhole
 
 from ..core import attachment_lock, repairs, rtnl_events
 from ..core.errors import CNIError
@@ -70,6 +71,14 @@ class Repairer:
 
     def check(self, targets: Targets) -> float | None:
         """Repair what `targets` name; when to come back for busy attachments (None: never)."""
+        if not (targets.everything or targets.addresses or self.busy):
+            # A veth set down that is gone by now is a DEL's: nothing to read the node for.
+            targets.indexes = {i for i in targets.indexes if self._exists(i)}
+        if not (targets.everything or targets.addresses or targets.indexes or self.busy):
+            # Only blackholes went (mostly a DEL emptying its block): the block's own
+            # lock and list say whether one is due, without reading the whole node.
+            self._blackholes_only(targets)
+            return None
         try:
             wanted = read_wanted(self.rtnl, self.state_file)
         except (OSError, CNIError) as err:
@@ -92,6 +101,25 @@ class Repairer:
             for block in blocks:
                 self._blackhole(block, wanted)
         return time.monotonic() + BUSY_RETRY_SECONDS if self.busy else None
+
+    def _exists(self, index: int) -> bool:
+        try:
+            self.rtnl.link(index)
+        except OSError:
+            return False
+        return True
+
+    def _blackholes_only(self, targets: Targets) -> None:
+        try:
+            if bird_holds_blackholes(self.state_file):
+                return
+            for dst, length in targets.blocks:
+                block = ip_network(f"{dst}/{length}", strict=False)
+                if restore_blackhole(block):
+                    self._done("blackhole", str(block), f"blackhole {block} was missing",
+                               "added it")
+        except (OSError, ValueError, CNIError) as err:
+            log.warning("repairer: blackholes %s: %s", sorted(targets.blocks), err)
 
     def _attachment(self, attachment: Attachment, wanted: Wanted) -> None:
         link = wanted.links.get(attachment.mark)

@@ -34,8 +34,10 @@ def target(event: rtnl_events.Event, targets: Targets) -> None:
         elif event.dst_len in (32, 128):
             targets.addresses.add(event.dst)
     elif isinstance(event, rtnl_events.LinkEvent):
-        # Down, or down and up again: the kernel dropped its routes either way.
-        if not event.deleted and event.alias.startswith(OWNER_MARK):
+        # Set down (and perhaps up again by now: the kernel dropped its routes either way,
+        # and the down notice comes first). A notice that changed no flag (ADD marking
+        # the veth before bringing it up) is no reason to look.
+        if not event.deleted and event.went_down and event.alias.startswith(OWNER_MARK):
             targets.indexes.add(event.index)
     elif isinstance(event, rtnl_events.NetconfEvent) and event.proxy_neigh == 0 \
             and event.index > 0:

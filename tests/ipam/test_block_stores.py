@@ -243,7 +243,24 @@ def test_many_lists_left_by_deleted_namespaces_go_when_a_new_one_starts(tmp_path
             for b in (ip_network("10.9.200.0/26"), BLOCK)]
     assert sorted(os.listdir(registry)) == sorted(
         [gone[0].name, gone[0].name + ".lock", in_use.name, in_use.name + ".lock",
-         *(name + suffix for name in mine for suffix in ("", ".lock"))])
+         block_stores.SWEPT, *(name + suffix for name in mine for suffix in ("", ".lock"))])
+
+
+def test_lists_are_swept_at_most_once_in_a_while(tmp_path, registry):
+    """Lists whose stores still hold addresses stay; a sweep on every new list would make
+    each ADD read them all."""
+    held = Store(Node(), tmp_path / "held", subnet="10.9.200.0/26")
+    held.add("kept")
+    stale = [registry / f"net{n}-10.9.{n}.0-26" for n in range(block_stores.MAX_LISTS)]
+    for path in stale:
+        path.write_text(json.dumps({"stores": [held.routes.store]}))
+    Store(Node(), tmp_path / "first").add("c1")
+    swept = (registry / block_stores.SWEPT).stat().st_mtime
+    for path in stale:
+        path.write_text(json.dumps({"stores": [str(tmp_path / "removed-store")]}))
+    Store(Node(), tmp_path / "second", subnet="10.9.201.0/26").add("c2")
+    assert (registry / block_stores.SWEPT).stat().st_mtime == swept
+    assert all(path.exists() for path in stale)  # not swept again so soon
 
 
 def test_one_stores_del_racing_anothers_first_add(tmp_path, registry):
