@@ -111,3 +111,15 @@ def bgp_sessions(cluster: Cluster, node: ClusterNode) -> dict[str, str]:
 def wait_routes(cluster: Cluster, node: ClusterNode, want: list[str], timeout: float = 30) -> None:
     wait_for(lambda: all(line in cluster.routes(node) for line in want), timeout=timeout,
              what=f"routes on {node.name}: want {want}, have {cluster.routes(node)}")
+
+
+def explain(cluster: Cluster, node: ClusterNode, src: Pod, dst: Pod) -> tuple[int, dict[str, Any]]:
+    """`calico-py explain --json` on `node`, with the node's own repair journal (never the
+    machine's): its exit code and report."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.name, cluster.exe, "explain", src.address(), dst.address(),
+         "--conf", str(cluster.dir(node) / "10-calico-py.conflist"),
+         "--config", str(cluster.config_path(node)), "--json"],
+        capture_output=True, text=True, timeout=60, env=cluster.node_env(node))
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, dict(json.loads(proc.stdout))

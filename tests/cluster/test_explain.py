@@ -3,32 +3,19 @@ and the faults it must name with their node and object."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 from typing import Any
 
 import pytest
 
 from tests.cluster.conftest import Cluster
-from tests.cluster.daemons import bird_pid, block_of, peers_up, running, tunnel
+from tests.cluster.daemons import bird_pid, block_of, explain, peers_up, running, tunnel
 from tests.cluster.topology import ClusterNode
 from tests.cni_calls import Pod
 from tests.netns import wait_for
 
 pytestmark = pytest.mark.netns
-
-
-def explain(cluster: Cluster, node: ClusterNode, src: Pod, dst: Pod) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run(
-        ["ip", "netns", "exec", node.name, cluster.exe, "explain", src.address(), dst.address(),
-         "--conf", str(cluster.dir(node) / "10-calico-py.conflist"),
-         "--config", str(cluster.config_path(node)), "--json"],
-        # The node's own repair journal, which its daemon writes; never the machine's.
-        capture_output=True, text=True, timeout=60, env=cluster.node_env(node))
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
 
 
 def whats(report: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.conftest import Cluster
-from tests.cluster.daemons import block_of, running, tunnel, wait_routes
+from tests.cluster.daemons import block_of, explain, running, tunnel, wait_routes
 from tests.cluster.notifications import AF_BRIDGE, Note, Notifications, notifications
 from tests.cluster.topology import ClusterNode
 from tests.cni_calls import Pod
@@ -119,16 +119,6 @@ def repairs(cluster: Cluster, node: ClusterNode) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def explain(cluster: Cluster, node: ClusterNode, src: Pod, dst: Pod) -> dict[str, Any]:
-    proc = subprocess.run(
-        ["ip", "netns", "exec", node.name, cluster.exe, "explain", src.address(), dst.address(),
-         "--conf", str(cluster.dir(node) / "10-calico-py.conflist"),
-         "--config", str(cluster.config_path(node)), "--json"],
-        capture_output=True, text=True, timeout=60, env=cluster.node_env(node))
-    assert proc.returncode in (0, 1), proc.stderr
-    return dict(json.loads(proc.stdout))
-
-
 def test_vxlan_routes_neighbours_and_fdb_come_back(cluster: Cluster) -> None:
     ul = cluster.underlay
     nodes = [ul.add_node(i) for i in (1, 2, 3)]
@@ -203,7 +193,7 @@ def test_vxlan_routes_neighbours_and_fdb_come_back(cluster: Cluster) -> None:
         for what in ("route", "neigh", "fdb"):
             assert samples[("calico_py_node_repairs_total", (("what", what),))] >= REPEATS
         assert samples[("calico_py_node_repairs_total", (("what", "device"),))] >= 1
-        report = explain(cluster, n1, src, dst)
+        _, report = explain(cluster, n1, src, dst)
         assert report["ok"], report
         route_hop = next(h["what"] for h in report["hops"] if h["what"].startswith(f"route {block}"))
         assert "(repaired " in route_hop and "s ago: " in route_hop, route_hop
