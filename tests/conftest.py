@@ -83,12 +83,19 @@ def root() -> None:
 
 @pytest.fixture(params=["cold", "agent"])
 def node(request: pytest.FixtureRequest, root: None, plugin_exe: str, tmp_path: Path) -> Iterator[Node]:
-    """A node namespace; every test using it runs twice: plugin in-process, and through the agent."""
+    """A node namespace; every test using it runs twice: plugin in-process, and through the agent.
+
+    A test marked `no_repair` gets an agent without its repairer: CHECK must
+    find what such a test breaks, and the repairer would put it back first.
+    """
     with make_node() as made:
         if request.param == "cold":
             yield made
         else:
-            with running_agent(made, plugin_exe, str(tmp_path / "agent.sock")):
+            sock = str(tmp_path / "agent.sock")
+            no_repair = ["--no-repair"] if request.node.get_closest_marker("no_repair") else []
+            command = [plugin_exe, "agent", "--socket", sock, *no_repair]
+            with running_agent(made, plugin_exe, sock, command=command):
                 yield made
 
 

@@ -18,15 +18,9 @@ from tests.cni_calls import Pod, netconf
 from tests.ipam.helpers import cni_env
 from tests.netns import Node, ip_json, run_cni, sh
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.no_repair]
 
 PodFactory = Callable[..., Pod]
-
-
-@pytest.fixture(autouse=True)
-def no_repairs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CHECK must find what these tests break: the agent's repairer would put it back first."""
-    monkeypatch.setenv("CALICO_PY_REPAIR", "off")
 
 
 @pytest.fixture

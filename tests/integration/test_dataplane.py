@@ -279,6 +279,7 @@ def test_del_with_the_netns_gone_spares_a_newer_sandbox_of_the_pod(node, make_po
         assert ping(node, new.address())
 
 
+@pytest.mark.no_repair
 def test_check_passes_after_add_and_names_what_is_missing(node, make_pod, ipam_exe, cni_path):
     pod = make_pod(version="1.0.0")
     pod.add()
