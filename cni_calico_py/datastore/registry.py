@@ -1,0 +1,42 @@
+"""The node registry: each node's record, written only when it changed, and a node's removal."""
+
+from __future__ import annotations
+
+import contextlib
+from ipaddress import IPv4Network
+
+from .backend import Backend
+from .errors import AlreadyExists, Conflict, NotFound
+from .model import LIVENESS, NODE, Key, KVPair, NodeRecord
+from .ownership import BlockOwnership
+
+
+def register(backend: Backend, record: NodeRecord) -> None:
+    """Create or replace the node's record (compare-and-swap on what was there)."""
+    for _ in range(5):
+        try:
+            current = backend.get(record.key)
+        except NotFound:
+            try:
+                backend.create(record.key, record)
+                return
+            except AlreadyExists:
+                continue
+        if current.value == record:
+            return
+        try:
+            backend.update(KVPair(record.key, record, current.revision))
+            return
+        except (Conflict, NotFound):
+            continue
+    raise Conflict(f"the record of node {record.name} kept changing")
+
+
+def remove_node(backend: Backend, name: str) -> list[IPv4Network]:
+    """Take a node out of the cluster: its blocks back to the pool, then its record and
+    liveness. Each step is safe to repeat when a crash cut the removal short."""
+    released = BlockOwnership(backend).remove_node(name)
+    for key in (Key(NODE, name), Key(LIVENESS, name)):
+        with contextlib.suppress(NotFound):
+            backend.delete(key, None)
+    return released
