@@ -7,7 +7,7 @@ topology), starts one node daemon per node at once, and measures:
   every other node's block (rtnetlink notifications, bench/routewatch.py);
 - joins and leaves (alternating, the cluster stays at N): from the new node's
   record appearing in etcd (and from its daemon's start) until every node
-  routes its block; from `node leave` (Datastore.remove_node) until no node
+  routes its block; from `node leave` (datastore.registry.remove_node) until no node
   routes it;
 - idle: daemon (and BIRD) CPU and RSS per node over a window, etcd requests
   (gRPC messages received) and writes (revisions) per minute.
@@ -37,8 +37,10 @@ from types import FrameType
 
 import yaml
 
-from cni_calico_py.cluster.datastore import Datastore, Event
 from cni_calico_py.cluster.watch import Watch
+from cni_calico_py.datastore.etcd import EtcdBackend
+from cni_calico_py.datastore.model import NODE, WatchEvent
+from cni_calico_py.datastore.registry import remove_node
 from tests.cluster.topology import ClusterNode, Etcd, etcd, underlay
 from tests.netns import inside, wait_for
 
@@ -89,7 +91,7 @@ class Run:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.routes = RouteWatch(POOL)
         self.seen: dict[str, float] = {}
-        self.datastore = Datastore([store.endpoint], PREFIX, 5)
+        self.backend = EtcdBackend([store.endpoint], PREFIX, 5)
 
     def add(self, index: int, **extra: object) -> ClusterNode:
         node = self.ul.add_node(index)
@@ -122,10 +124,11 @@ class Run:
                 found[name] = int((self.work / name / "bird" / "bird.pid").read_text())
         return found
 
-    def on_events(self, events: list[Event]) -> None:
+    def on_events(self, events: list[WatchEvent]) -> None:
         now = time.monotonic()
         for event in events:
-            self.seen.setdefault(event.key if event.value is not None else "-" + event.key, now)
+            key = str(event.key)
+            self.seen.setdefault(key if event.value is not None else "-" + key, now)
 
     def etcd_counts(self) -> tuple[float, int]:
         """gRPC messages etcd received so far, and its revision."""
@@ -178,7 +181,7 @@ def _measure(run: Run, row: Row, n: int, reflectors: int, args: argparse.Namespa
     row.etcd_writes_per_min = (rev1 - rev0) * 60 / elapsed
     say(f"idle: {statistics.mean(row.cpu_pct):.3f} % CPU per daemon, "
         f"{row.etcd_requests_per_min:.0f} etcd requests/min, {row.etcd_writes_per_min:.0f} writes/min")
-    watch = Watch([run.store.endpoint], PREFIX, rev1 + 1, 5, run.on_events, lambda _reason: None)
+    watch = Watch(run.backend, NODE, str(rev1), run.on_events, lambda _reason: None)
     watch.start()
     try:
         for k in range(args.joins):
@@ -197,14 +200,14 @@ def _join_and_leave(run: Run, row: Row, nodes: list[ClusterNode], index: int, ti
     wait_for(lambda: all(run.routes.added(x.name, block) for x in nodes), timeout=timeout,
              interval=0.02, what=f"every node routing {node.name}'s block")
     reached = max(run.routes.added(x.name, block) or 0 for x in nodes)
-    registered = run.seen.get(f"nodes/{node.name}", started)
+    registered = run.seen.get(f"{NODE}/{node.name}", started)
     row.join_s.append(reached - registered)
     row.join_from_start_s.append(reached - started)
     wait_for(lambda: run.routes.count(node.name) >= len(nodes), timeout=timeout, interval=0.02,
              what=f"{node.name} routing every other block")
     run.stop(node)
     left = time.monotonic()
-    run.datastore.remove_node(node.name)
+    remove_node(run.backend, node.name)
     wait_for(lambda: all(run.routes.removed(x.name, block) for x in nodes), timeout=timeout,
              interval=0.02, what=f"{node.name}'s block unrouted everywhere")
     row.leave_s.append(max(run.routes.removed(x.name, block) or 0 for x in nodes) - left)

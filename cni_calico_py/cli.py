@@ -139,10 +139,12 @@ def _explain(options: argparse.Namespace, stdout: TextIO) -> int:
 def _node(options: argparse.Namespace, stdout: TextIO) -> int:
     from .cluster import autodetect, config, daemon, status
     from .cluster.bird import BirdError
-    from .cluster.datastore import Datastore, DatastoreUnavailable, PoolExhausted
     from .cluster.overlay import OverlayError
     from .core import logs
     from .core.errors import CNIError
+    from .datastore.errors import DatastoreError
+    from .datastore.registry import remove_node
+    from .datastore.settings import open_backend
 
     logs.configure("info" if options.action == "run" else "warning")
     try:
@@ -154,8 +156,7 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
         if options.action == "leave":
             if not options.name:
                 raise CNIError(Code.INVALID_NETWORK_CONFIG, "node leave needs the node's name")
-            store = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
-            released = store.remove_node(options.name)
+            released = remove_node(open_backend(conf.datastore_settings), options.name)
             stdout.write(f"node {options.name} removed; blocks released: "
                          f"{', '.join(map(str, released)) or 'none'}\n")
             return 0
@@ -165,8 +166,7 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
             stdout.write(f"{node_ip}\n")
             return 0
         return daemon.serve(conf, str(node_ip), options.once)
-    except (CNIError, autodetect.NodeIPError, DatastoreUnavailable, PoolExhausted, OverlayError,
-            BirdError) as err:
+    except (CNIError, autodetect.NodeIPError, DatastoreError, OverlayError, BirdError) as err:
         print(f"calico-py node {options.action}: {err}", file=sys.stderr)
         return 1
 

@@ -1,8 +1,8 @@
 """What the node daemon (cni_calico_py/cluster) uses of the IPAM.
 
-Three modules make the whole contract:
+Two modules make the whole contract (block ownership, which a full ADD
+claims too, is the datastore's: cni_calico_py/datastore/ownership.py):
 - `ipam.node_state`: the node state file the daemon writes and every ADD reads;
-- `ipam.block_claims`: block ownership in etcd, which a full ADD claims too;
 - this module: the addresses held in the store of the conflist's network, and
   the store's lock, so that the daemon gives back only blocks nobody uses.
 

@@ -1,6 +1,7 @@
 """Cluster mode: an ADD that finds every block of the node full claims one more.
 
-This is the only ADD path that talks to etcd; every other ADD reads the
+This is the only ADD path that talks to the datastore (etcd or the Kubernetes
+API, through cni_calico_py/datastore); every other ADD reads the
 node state file alone. The claim happens under the node state lock, so ADDs
 that fill the last block together claim one new block, not one each.
 """
@@ -19,23 +20,25 @@ from . import node_state
 
 def claim_block(state_path: str, seen: Sequence[IPNetwork], exhausted: CNIError) -> None:
     """Add a block to the node state, unless someone did since `seen` was read."""
-    from .block_claims import BlockClaims, DatastoreUnavailable, PoolExhausted
+    from cni_calico_py.datastore.errors import DatastoreError, PoolExhausted
+    from cni_calico_py.datastore.ownership import BlockOwnership
+    from cni_calico_py.datastore.settings import open_backend
 
     with node_state.locked(state_path):
         state = node_state.read(state_path)
         if state is None or list(state.networks) != list(seen):
             return
-        claims = BlockClaims(state.etcd_endpoints, state.etcd_prefix, state.etcd_timeout_seconds)
         try:
-            block = claims.claim_block(state.nodename, IPv4Network(state.pool), state.block_size)
-        except DatastoreUnavailable as err:
-            raise CNIError(
-                Code.TRY_AGAIN_LATER,
-                f"{exhausted.msg.split(';')[0]}, and claiming another block of pool {state.pool} "
-                f"failed: {err}. Running pods keep their addresses; ADD works again once etcd "
-                "answers or a pod is deleted", state.pool) from None
+            ownership = BlockOwnership(open_backend(state.datastore))
+            block = ownership.claim(state.nodename, IPv4Network(state.pool), state.block_size)
         except PoolExhausted as err:
             raise CNIError(Code.ADDRESS_EXHAUSTED, f"{exhausted.msg.split(';')[0]}, and {err}",
                            state.pool) from None
+        except DatastoreError as err:
+            raise CNIError(
+                Code.TRY_AGAIN_LATER,
+                f"{exhausted.msg.split(';')[0]}, and claiming another block of pool {state.pool} "
+                f"failed: {err}. Running pods keep their addresses; ADD works again once "
+                f"{state.datastore.describe()} answers or a pod is deleted", state.pool) from None
         node_state.write(state_path, state.with_blocks([*state.networks, block]))
         log.info("node %s: every block was full; claimed %s", state.nodename, block)

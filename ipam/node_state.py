@@ -1,8 +1,9 @@
 """The node-local state the node daemon writes and the IPAM reads on every ADD.
 
 One JSON file (default /var/lib/calico-py/node-state.json) holding what an
-ADD needs without asking etcd: the node's blocks, and where etcd and the pool
-are for the rare ADD that finds every block full and claims another. Writers
+ADD needs without asking the datastore: the node's blocks, and where the
+datastore and the pool are for the rare ADD that finds every block full and
+claims another. Writers
 hold `<file>.lock`; readers need no lock since the file is replaced whole.
 
 This module is the contract between the two: the node daemon
@@ -20,8 +21,10 @@ from ipaddress import IPv4Network
 
 from cni_calico_py.core import files, locks
 from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.datastore.settings import DatastoreSettings
 
-FORMAT = 1
+# 2: the datastore's settings in one `datastore` field (1 had etcd_* fields; still read).
+FORMAT = 2
 # Encapsulation modes where BIRD, not the IPAM, holds the `blackhole <block>`
 # route of each of the node's blocks (for as long as the node owns the block).
 BIRD_MODES = ("Off", "IPIP", "IPIPCrossSubnet")
@@ -35,9 +38,7 @@ class NodeState:
     pool: str
     block_size: int
     encapsulation: str
-    etcd_endpoints: tuple[str, ...]
-    etcd_prefix: str
-    etcd_timeout_seconds: float
+    datastore: DatastoreSettings
     blocks: tuple[str, ...] = field(default_factory=tuple)
     # VXLAN/IPIP: the first address of the first block belongs to the tunnel device.
     tunnel_address: str | None = None
@@ -65,8 +66,11 @@ def read(path: str) -> NodeState | None:
         raise CNIError(Code.IO_FAILURE, f"cannot read the node state {path}: {err}; "
                        "restarting `calico-py node` rewrites it", path) from None
     try:
-        data.pop("format", None)
-        data["etcd_endpoints"] = tuple(data["etcd_endpoints"])
+        if data.pop("format", None) == 1:
+            data["datastore"] = {"etcd_endpoints": data.pop("etcd_endpoints"),
+                                 "etcd_prefix": data.pop("etcd_prefix"),
+                                 "timeout_seconds": data.pop("etcd_timeout_seconds")}
+        data["datastore"] = DatastoreSettings.from_dict(data["datastore"])
         data["blocks"] = tuple(data["blocks"])
         state = NodeState(**data)
         state.networks  # noqa: B018 - parse every block now, not halfway through an ADD
@@ -79,7 +83,8 @@ def read(path: str) -> NodeState | None:
 def write(path: str, state: NodeState) -> None:
     """Replace the file whole: a reader sees the old state or the new one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    files.replace(path, json.dumps({"format": FORMAT, **asdict(state)}, indent=2) + "\n")
+    data = {"format": FORMAT, **asdict(state), "datastore": state.datastore.to_dict()}
+    files.replace(path, json.dumps(data, indent=2) + "\n")
 
 
 @contextmanager

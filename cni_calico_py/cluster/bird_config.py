@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Sequence
 from ipaddress import IPv4Network
 
-from .datastore import NodeRecord
+from ..datastore.model import NodeRecord
 
 PEER_PREFIX = "peer_"
 STATIC = "calico_py_blocks"

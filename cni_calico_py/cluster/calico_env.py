@@ -106,6 +106,7 @@ SIMPLE: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "AS": ("as_number", _integer(1, 4294967295)),
     "NODENAME": ("nodename", _nodename),
     "ETCD_ENDPOINTS": ("etcd_endpoints", _endpoints),
+    "KUBECONFIG": ("kubeconfig", lambda _variable, value: value),
 }
 VARIABLES = (*SIMPLE, *ENCAPSULATION_VARIABLES, "CALICO_NETWORKING_BACKEND", "DATASTORE_TYPE")
 
@@ -116,7 +117,7 @@ def read(environ: Mapping[str, str], file_settings: Mapping[str, Any]) -> Overri
     for variable, (key, parse) in SIMPLE.items():
         if variable in environ:
             found.set(key, parse(variable, environ[variable]), variable)
-    _datastore(environ)
+    _datastore(environ, found)
     _encapsulation(environ, file_settings, found)
     _backend(environ, file_settings, found)
     felix = sorted(v for v in environ if v.startswith("FELIX_"))
@@ -126,11 +127,13 @@ def read(environ: Mapping[str, str], file_settings: Mapping[str, Any]) -> Overri
     return found
 
 
-def _datastore(environ: Mapping[str, str]) -> None:
+def _datastore(environ: Mapping[str, str], found: Overrides) -> None:
     value = environ.get("DATASTORE_TYPE")
-    if value is not None and value != "etcdv3":
-        raise CalicoEnvError("DATASTORE_TYPE", value,
-                             "only etcdv3 is supported: the pool and its blocks are kept in etcd")
+    if value is None:
+        return
+    if value not in ("etcdv3", "kubernetes"):
+        raise CalicoEnvError("DATASTORE_TYPE", value, "it is etcdv3 or kubernetes")
+    found.set("datastore", value, "DATASTORE_TYPE")
 
 
 def _pool_mode(variable: str, environ: Mapping[str, str]) -> str | None:

@@ -20,6 +20,7 @@ from ipam.node_state import DEFAULT_STATE_FILE
 
 from ..core.decoding import config_error
 from ..core.errors import CNIError, Code
+from ..datastore.settings import DatastoreSettings
 from .naming import NODENAME
 
 DEFAULT_PATH = "/etc/calico-py/node.yaml"
@@ -33,9 +34,13 @@ Backend = Literal["bird", "vxlan", "none"]
 class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    etcd_endpoints: list[str] = Field(min_length=1)
+    # Where the cluster's state lives: etcd, or the Kubernetes API as Calico's resources.
+    datastore: Literal["etcdv3", "kubernetes"] = "etcdv3"
+    etcd_endpoints: list[str] = Field(default_factory=list)
     etcd_prefix: str = "/calico-py/v1"
     etcd_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    # Kubernetes: the kubeconfig to use; unset, the in-cluster service account.
+    kubeconfig: str | None = None
     pool: ipaddress.IPv4Network
     block_size: int = Field(default=26, ge=20, le=31)
     encapsulation: Encapsulation = "Off"
@@ -92,6 +97,18 @@ class ClusterConfig(BaseModel):
             except ValueError:
                 raise ValueError(f"{value!r} is not a cluster ID like 224.0.0.1") from None
         return value
+
+    @model_validator(mode="after")
+    def _datastore_reachable(self) -> ClusterConfig:
+        if self.datastore == "etcdv3" and not self.etcd_endpoints:
+            raise ValueError("etcd_endpoints is required with datastore etcdv3 "
+                             "(or set datastore: kubernetes)")
+        return self
+
+    @property
+    def datastore_settings(self) -> DatastoreSettings:
+        return DatastoreSettings(self.datastore, tuple(self.etcd_endpoints), self.etcd_prefix,
+                                 self.etcd_timeout_seconds, self.kubeconfig)
 
     @model_validator(mode="after")
     def _block_fits_pool(self) -> ClusterConfig:

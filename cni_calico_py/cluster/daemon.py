@@ -1,22 +1,24 @@
 """`calico-py node run`: register the node, own its blocks, follow the cluster.
 
-The daemon reads the cluster's prefix in etcd once, then follows it with a
-watch (watch.py); a change wakes it and it applies what changed, within
+The daemon lists the cluster's nodes, blocks and liveness from the datastore
+(etcd or the Kubernetes API, cni_calico_py/datastore) once, then follows each
+with a watch (watch.py); a change wakes it and it applies what changed, within
 milliseconds:
 1. claims a block if the node owns none;
 2. writes the node's blocks to the node state file the IPAM reads on every ADD;
-3. writes the node's record, only when it differs from what etcd holds;
+3. writes the node's record, only when it differs from what the datastore holds;
 4. brings routes, VXLAN entries and BIRD in line (routing.py).
 Every `resync_seconds` it reads everything again and compares the kernel with
 all of it (the safety net), and gives back blocks that have held no address
-for `block_release_after_seconds`. Idle, it writes nothing to etcd (the lease
-renewal, liveness.py, is not a write) and nothing to the kernel.
+for `block_release_after_seconds`. Idle, it writes nothing to the datastore
+but its liveness (liveness.py) and nothing to the kernel. Its first sync
+finishes the claims and releases a kill cut short (datastore/ownership.py).
 
 It also follows the kernel (kernel_events.py): when a route, VXLAN entry or
 tunnel device it programs (or, in BGP modes, a route BIRD writes) is deleted
 or changed, it puts back what is missing within milliseconds (repair.py).
 
-etcd down: the node state stays as it was, so ADDs go on using the owned
+Datastore down: the node state stays as it was, so ADDs go on using the owned
 blocks; the daemon retries with a backoff and logs each attempt.
 """
 
@@ -33,12 +35,16 @@ from ipam import node_state
 from ipam.node_state import NodeState
 
 from ..core.logs import log
+from ..datastore.errors import DatastoreError, PoolExhausted
+from ..datastore.model import BLOCK, Cluster, NodeRecord, WatchEvent
+from ..datastore.ownership import BlockOwnership
+from ..datastore.registry import FOLLOWED, read_cluster, register
+from ..datastore.settings import open_backend
 from ..repairer import Repairer
 from . import overlay, peers
 from .addresses import AddressMonitor
 from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
-from .datastore import Datastore, DatastoreUnavailable, Event, NodeRecord, PoolExhausted, View
 from .kernel_events import KernelMonitor
 from .liveness import DeadNodes, Liveness
 from .metrics import NodeMetrics
@@ -55,19 +61,22 @@ class NodeDaemon:
     def __init__(self, conf: ClusterConfig, node_ip: str) -> None:
         self.conf = conf
         self.node_ip = node_ip
-        self.datastore = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
+        self.backend = open_backend(conf.datastore_settings)
+        self.ownership = BlockOwnership(self.backend)
         self.pool = conf.pool
         self.routing = Routing(conf)
         self.wake = threading.Event()
         self._lock = threading.Lock()
-        self._view: View | None = None
-        self._watch: Watch | None = None
+        self._view: Cluster | None = None
+        self._watches: list[Watch] = []
+        # Blocks of this node whose claims it has checked (ownership.recover): none yet.
+        self._recovered: set[IPv4Network] | None = None
         self._watch_ended: str | None = None
         self._address_changed = True
         # Set by the kernel monitor: something the daemon programs may have been undone.
         self._kernel_changed = False
-        self.dead = DeadNodes(self.datastore, conf.nodename, conf.dead_node_release_seconds)
-        self.idle = IdleBlocks(self.datastore, conf)
+        self.dead = DeadNodes(self.backend, conf.nodename, conf.dead_node_release_seconds)
+        self.idle = IdleBlocks(self.ownership, conf)
         # Set by serve() when the config asks for metrics.
         self.metrics: NodeMetrics | None = None
         # When the first watch event since the last sync arrived.
@@ -81,9 +90,7 @@ class NodeDaemon:
         c = self.conf
         return NodeState(
             nodename=c.nodename, node_ip=self.node_ip, pool=str(c.pool), block_size=c.block_size,
-            encapsulation=c.routing_mode, etcd_endpoints=tuple(c.etcd_endpoints),
-            etcd_prefix=c.etcd_prefix, etcd_timeout_seconds=c.etcd_timeout_seconds,
-            tunnel_address=tunnel)
+            encapsulation=c.routing_mode, datastore=c.datastore_settings, tunnel_address=tunnel)
 
     def redetect_ip(self) -> None:
         """Follow a node whose address changed; a failed detection keeps the last good one."""
@@ -100,17 +107,24 @@ class NodeDaemon:
 
     # -- what the daemon knows of the cluster
     def refresh(self, watch: bool = True) -> None:
-        """Read the whole prefix (the safety net); start the watch after it if none runs."""
-        view = self.datastore.snapshot()
+        """List everything (the safety net) and follow it with new watches from there."""
+        view = read_cluster(self.backend)
         with self._lock:
             self._view = view
-        if watch and (self._watch is None or not self._watch.alive()):
+        if watch:
+            self._stop_watches()
             self._watch_ended = None
-            self._watch = Watch(self.conf.etcd_endpoints, self.conf.etcd_prefix, view.revision + 1,
-                                self.conf.etcd_timeout_seconds, self._on_events, self._on_watch_end)
-            self._watch.start()
+            self._watches = [Watch(self.backend, kind, view.revisions[kind], self._on_events,
+                                   self._on_watch_end) for kind in FOLLOWED]
+            for each in self._watches:
+                each.start()
 
-    def _on_events(self, events: list[Event]) -> None:
+    def _stop_watches(self) -> None:
+        for each in self._watches:
+            each.stop()
+        self._watches = []
+
+    def _on_events(self, events: list[WatchEvent]) -> None:
         with self._lock:
             changed = self._view is not None and self._view.apply(events)
         if changed:
@@ -125,36 +139,53 @@ class NodeDaemon:
     def _known(self) -> tuple[list[NodeRecord], dict[IPv4Network, str], set[str]]:
         with self._lock:
             if self._view is None:
-                self._view = self.datastore.snapshot()
-            return self._view.nodes(), self._view.owners(), self._view.alive()
+                self._view = read_cluster(self.backend)
+            return self._view.node_list(), self._view.owners(), self._view.alive()
 
-    def _learn(self, key: str, value: bytes | None) -> None:
+    def _reread_blocks(self) -> None:
+        listing = self.backend.list(BLOCK)
+        with self._lock:
+            if self._view is not None:
+                self._view.take(BLOCK, listing)
+
+    def _learn(self, record: NodeRecord) -> None:
         """What this daemon just wrote, before its watch event arrives."""
         with self._lock:
             if self._view is not None:
-                if value is None:
-                    self._view.kvs.pop(key, None)
-                else:
-                    self._view.kvs[key] = value
+                self._view.nodes[record.name] = record
+
+    def _mine(self, owners: dict[IPv4Network, str]) -> list[IPv4Network]:
+        """The node's blocks of the pool, their claims checked whenever the set changes:
+        a claim cut short (an ADD killed halfway, the daemon's last run) is finished or
+        dropped first, so the node never uses a block without its confirmed affinity."""
+        name = self.conf.nodename
+        named = {b for b, o in owners.items() if o == name and b.subnet_of(self.pool)}
+        if named != self._recovered:
+            self.ownership.recover(name)
+            self._reread_blocks()
+            owners.clear()
+            owners.update(self._known()[1])
+            named = set(self.ownership.owned(name, self.pool))
+            self._recovered = named
+        return sorted(named)
 
     def sync(self, force: bool = False) -> NodeState:
-        """Apply what the daemon knows; raises DatastoreUnavailable when etcd does not answer."""
+        """Apply what the daemon knows; raises a DatastoreError when the datastore does not answer."""
         name = self.conf.nodename
         with node_state.locked(self.conf.state_file):
             previous = node_state.read(self.conf.state_file)
             nodes, owners, alive = self._known()
             if previous and any(owners.get(b) != name for b in previous.networks):
                 # An ADD claimed a block the watch has not brought yet (or the node
-                # was removed): ask etcd itself before writing the state.
-                self.refresh(watch=False)
+                # was removed): ask the datastore itself before writing the state.
+                self._reread_blocks()
                 nodes, owners, alive = self._known()
-            owned = sorted(b for b, o in owners.items() if o == name and b.subnet_of(self.pool))
+            owned = self._mine(owners)
             if not owned:
-                block = self.datastore.claim_block(name, self.pool, self.conf.block_size)
+                block = self.ownership.claim(name, self.pool, self.conf.block_size)
                 owners[block] = name
                 owned = [block]
-                self._learn(f"blocks/{block.network_address}-{block.prefixlen}",
-                            f'{{"node": "{name}"}}'.encode())
+                self._recovered = {block}
             tunnel = self._tunnel_address(owned, nodes)
             # The first block is the node's home: it is never released.
             active = home_first([b for b in owned if b not in self.idle.retiring], tunnel,
@@ -166,8 +197,8 @@ class NodeDaemon:
                          f"; tunnel address {tunnel}" if tunnel else "")
         me = self.record(state.tunnel_address)
         if next((n for n in nodes if n.name == name), None) != me:
-            self.datastore.register_node(me)
-            self._learn(f"nodes/{name}", me.to_json().encode())
+            register(self.backend, me)
+            self._learn(me)
         everyone = [n for n in nodes if n.name != name] + [me]
         self.routing.apply(me, everyone, owners, force)
         self.dead.follow(everyone, alive)
@@ -231,31 +262,38 @@ class NodeDaemon:
                     self.idle.release()
                     next_idle_check = now + self.idle.check_seconds
                 delay = 1.0
-            except DatastoreUnavailable as err:
+            except PoolExhausted as err:
+                log.error("node %s owns no block: %s; retrying in %.0f s", self.conf.nodename,
+                          err, MAX_BACKOFF)
+                next_refresh = time.monotonic() + MAX_BACKOFF
+            except DatastoreError as err:
                 if self.metrics is not None:
                     self.metrics.etcd_errors.inc()
                 log.warning("%s; pods keep working on blocks already owned; retrying in %.0f s",
                             err, delay)
                 next_refresh = time.monotonic() + delay
                 delay = min(delay * 2, MAX_BACKOFF)
-            except PoolExhausted as err:
-                log.error("node %s owns no block: %s; retrying in %.0f s", self.conf.nodename,
-                          err, MAX_BACKOFF)
-                next_refresh = time.monotonic() + MAX_BACKOFF
             except Exception:
                 # A failed route or BIRD step must not end the daemon: pods on
                 # this node keep working, and the next resync tries again.
                 log.exception("resync failed; retrying in %.0f s", delay)
                 next_refresh = time.monotonic() + delay
                 delay = min(delay * 2, MAX_BACKOFF)
-            due = min(next_refresh, next_idle_check, self.dead.removal_due(), self.routing.recheck_at)
+            due = min(next_refresh, next_idle_check, self.dead.removal_due(), self.routing.recheck_at,
+                      self._next_lapse())
             timeout = max(due - time.monotonic(), 0.0)
             if self.wake.wait(timeout) and not stop.is_set():
                 stop.wait(SETTLE_SECONDS)
             self.wake.clear()
-        if self._watch is not None:
-            self._watch.stop()
+        self._stop_watches()
         self.routing.close()
+
+    def _next_lapse(self) -> float:
+        """When a live node's liveness lapses unless renewed (monotonic), for backends
+        where nobody sends an event then (a Kubernetes Lease)."""
+        with self._lock:
+            at = self._view.next_expiry() if self._view is not None else None
+        return float("inf") if at is None else time.monotonic() + max(at - time.time(), 0) + 0.05
 
 
 def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
@@ -284,7 +322,7 @@ def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("node %s (%s) starting against %s", conf.nodename, node_ip,
-             ", ".join(conf.etcd_endpoints))
+             conf.datastore_settings.describe())
     AddressMonitor(daemon.on_address_change).start()
     # Before the first sync: whatever is undone from then on wakes the daemon.
     KernelMonitor(conf.pool, daemon.on_kernel_change).start()
@@ -295,11 +333,10 @@ def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
     threading.Thread(target=pods.run, args=(stop.is_set,), name="pod-repairer",
                      daemon=True).start()
     # Its own client: the lease is renewed from another thread.
-    liveness = Liveness(Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds),
-                        conf.nodename, conf.node_lease_seconds)
+    liveness = Liveness(open_backend(conf.datastore_settings), conf.nodename, conf.node_lease_seconds)
     try:
         liveness.renew()
-    except DatastoreUnavailable as err:
+    except DatastoreError as err:
         log.warning("node %s: no lease yet: %s", conf.nodename, err)
     liveness.start(stop)
     daemon.run(stop)

@@ -1,11 +1,10 @@
-"""The node's etcd lease: `alive/<name>` exists while the node renews it.
+"""The node's liveness, and what becomes of nodes that lose theirs.
 
-A node that dies without `calico-py node leave` stops renewing; etcd deletes
-its `alive` key when the lease runs out (`node_lease_seconds`) and every other
-node's watch sees it go. Renewing a lease is not a write: it adds nothing to
-etcd's history. The key itself is written once per lease (at start, and
-again only if the lease was lost, e.g. etcd was unreachable for longer than
-the lease).
+A node renews its liveness (an etcd lease bound to `alive/<name>`, or a
+Kubernetes Lease) a few times per lease; a node that dies without
+`calico-py node leave` stops renewing, and every other node sees it go down
+(etcd deletes the key; a Lease's renewal time falls behind). Renewing an
+etcd lease is not a write; the key is written once per lease.
 """
 
 from __future__ import annotations
@@ -14,27 +13,23 @@ import threading
 import time
 
 from ..core.logs import log
-from .datastore import Datastore, DatastoreUnavailable, NodeRecord
+from ..datastore.backend import Backend
+from ..datastore.errors import DatastoreError
+from ..datastore.model import NodeRecord
+from ..datastore.registry import remove_node
 
 
 class Liveness:
-    def __init__(self, datastore: Datastore, nodename: str, ttl: float) -> None:
-        self.datastore = datastore
+    def __init__(self, backend: Backend, nodename: str, ttl: float) -> None:
         self.nodename = nodename
         self.ttl = max(round(ttl), 2)
-        self.lease: int | None = None
+        self.lease = backend.liveness(nodename, self.ttl)
+        self.renewed = False
         self._thread: threading.Thread | None = None
 
     def renew(self) -> None:
-        """Keep the lease, or take a new one and bind the node's `alive` key to it."""
-        if self.lease is not None and self.datastore.keep_alive(self.lease):
-            return
-        if self.lease is not None:
-            log.warning("node %s: lease %x expired; taking a new one", self.nodename, self.lease)
-        lease = self.datastore.grant_lease(self.ttl)
-        self.datastore.mark_alive(self.nodename, lease)
-        self.lease = lease
-        log.info("node %s alive under lease %x (%d s)", self.nodename, lease, self.ttl)
+        self.lease.renew()
+        self.renewed = True
 
     def start(self, stop: threading.Event) -> None:
         self._thread = threading.Thread(target=self._run, args=(stop,), name="lease", daemon=True)
@@ -42,10 +37,10 @@ class Liveness:
 
     def _run(self, stop: threading.Event) -> None:
         # A third of the lease between renewals: two can fail before it runs out.
-        while not stop.wait(self.ttl / 3 if self.lease is not None else 1.0):
+        while not stop.wait(self.ttl / 3 if self.renewed else 1.0):
             try:
                 self.renew()
-            except DatastoreUnavailable as err:
+            except DatastoreError as err:
                 log.warning("node %s: cannot renew its lease: %s", self.nodename, err)
             except Exception:
                 log.exception("node %s: renewing its lease failed", self.nodename)
@@ -56,8 +51,8 @@ class DeadNodes:
     as Calico keeps a node's block affinities until the node is deleted; with
     `dead_node_release_seconds` set, the first live node removes them after that long."""
 
-    def __init__(self, datastore: Datastore, nodename: str, limit: float) -> None:
-        self.datastore = datastore
+    def __init__(self, backend: Backend, nodename: str, limit: float) -> None:
+        self.backend = backend
         self.nodename = nodename
         self.limit = limit
         self._down_since: dict[str, float] = {}
@@ -82,7 +77,7 @@ class DeadNodes:
             return
         for name, since in list(self._down_since.items()):
             if now - since >= limit:
-                released = self.datastore.remove_node(name)
+                released = remove_node(self.backend, name)
                 del self._down_since[name]
                 log.warning("node %s down for %.0f s: removed, blocks released: %s", name,
                             now - since, ", ".join(map(str, released)) or "none")

@@ -17,7 +17,7 @@ from ipaddress import IPv4Network
 
 from ipam.node_state import BIRD_MODES
 
-from .datastore import NodeRecord
+from ..datastore.model import NodeRecord
 
 VXLAN_DEVICE = "vxlan.calico"
 IPIP_DEVICE = "tunl0"

@@ -2,7 +2,7 @@
 
 The node's first block (its home) is kept. An idle block is first taken out
 of the node state, so no new ADD takes an address from it, and given back in
-etcd one check later if it is still empty (an ADD that read the old state
+the datastore one check later if it is still empty (an ADD that read the old state
 may have used it in between: then it stays).
 """
 
@@ -16,16 +16,16 @@ from ipam import node_state
 
 from ..core.errors import CNIError
 from ..core.logs import log
+from ..datastore.ownership import BlockOwnership
 from .config import ClusterConfig
-from .datastore import Datastore
 
 if TYPE_CHECKING:
     from ipam.api import PoolStore
 
 
 class IdleBlocks:
-    def __init__(self, datastore: Datastore, conf: ClusterConfig) -> None:
-        self.datastore = datastore
+    def __init__(self, ownership: BlockOwnership, conf: ClusterConfig) -> None:
+        self.ownership = ownership
         self.conf = conf
         self._empty_since: dict[IPv4Network, float] = {}
         self.retiring: dict[IPv4Network, float] = {}
@@ -70,7 +70,7 @@ class IdleBlocks:
                     # An ADD that read the old state got an address from it: keep it.
                     del self.retiring[block]
                     continue
-                self.datastore.release_block(block, self.conf.nodename)
+                self.ownership.release(self.conf.nodename, block)
                 del self.retiring[block]
 
 

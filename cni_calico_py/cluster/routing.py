@@ -23,9 +23,9 @@ from ipaddress import IPv4Network
 
 from ..core import files
 from ..core.logs import log
+from ..datastore.model import NodeRecord
 from . import bird, bird_config, peers
 from .config import ClusterConfig
-from .datastore import NodeRecord
 from .overlay import Overlay
 from .peers import VXLAN_DEVICE, Plan
 from .repair import Fix, bird_drift, report

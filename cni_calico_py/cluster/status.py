@@ -1,4 +1,4 @@
-"""`calico-py node status`: the registry as etcd has it, and this node's view."""
+"""`calico-py node status`: the registry as the datastore has it, and this node's view."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any, TextIO
 
 from ipam import node_state
 
+from ..datastore.errors import DatastoreError
+from ..datastore.registry import read_cluster
+from ..datastore.settings import open_backend
 from .config import ClusterConfig
-from .datastore import Datastore, DatastoreUnavailable
 from .peers import uses_bird
 
 
@@ -29,12 +31,10 @@ def gather(conf: ClusterConfig) -> dict[str, Any]:
         "nodes": [],
         "error": None,
     }
-    datastore = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
     try:
-        owners = datastore.blocks()
-        nodes = datastore.nodes()
-        alive = datastore.alive()
-    except DatastoreUnavailable as err:
+        cluster = read_cluster(open_backend(conf.datastore_settings))
+        owners, nodes, alive = cluster.owners(), cluster.node_list(), cluster.alive()
+    except DatastoreError as err:
         report["error"] = str(err)
         return report
     peers = bgp_peer_states(conf)
@@ -47,7 +47,7 @@ def gather(conf: ClusterConfig) -> dict[str, Any]:
             "blocks": [str(b) for b in sorted(b for b, owner in owners.items()
                                               if owner == node.name)],
             "peer": peer,
-            # False once its etcd lease ran out: it died without `node leave`.
+            # False once its liveness lapsed: it died without `node leave`.
             "alive": node.name in alive,
             "routeReflector": node.route_reflector,
         })
@@ -62,7 +62,7 @@ def write(report: dict[str, Any], as_json: bool, out: TextIO) -> int:
               f"{report['encapsulation']}\n")
     out.write(f"local blocks (node state): {', '.join(report['localBlocks']) or 'none'}\n")
     if report["error"]:
-        out.write(f"etcd: {report['error']}\n")
+        out.write(f"datastore: {report['error']}\n")
         return 1
     table = [("NAME", "IP", "AS", "VTEP MAC", "BLOCKS", "STATE", "PEER")]
     table += [(n["name"], n["ip"], str(n["asNumber"]), n["vtepMac"], ", ".join(n["blocks"]) or "-",

@@ -1,4 +1,5 @@
-"""The node registry: each node's record, written only when it changed, and a node's removal."""
+"""The node registry: each node's record, written only when it changed, a node's removal,
+and what a node knows of the whole cluster."""
 
 from __future__ import annotations
 
@@ -7,8 +8,19 @@ from ipaddress import IPv4Network
 
 from .backend import Backend
 from .errors import AlreadyExists, Conflict, NotFound
-from .model import LIVENESS, NODE, Key, KVPair, NodeRecord
+from .model import BLOCK, LIVENESS, NODE, Cluster, Key, KVPair, NodeRecord
 from .ownership import BlockOwnership
+
+# The kinds a node follows; affinities it reads only for itself (ownership.recover).
+FOLLOWED = (NODE, BLOCK, LIVENESS)
+
+
+def read_cluster(backend: Backend) -> Cluster:
+    """Every node, block and liveness, each kind with the revision to watch it after."""
+    cluster = Cluster()
+    for kind in FOLLOWED:
+        cluster.take(kind, backend.list(kind))
+    return cluster
 
 
 def register(backend: Backend, record: NodeRecord) -> None:

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address
 
 from ..cluster.config import ClusterConfig, load
-from ..cluster.datastore import Datastore, DatastoreUnavailable
 from ..cluster.peers import IPIP_DEVICE, VXLAN_DEVICE, uses_bird
+from ..datastore.errors import DatastoreError
+from ..datastore.registry import read_cluster
+from ..datastore.settings import open_backend
 
 SINGLE_NODE = "single node"
 
@@ -46,12 +48,12 @@ def read(config_path: str) -> ClusterView:
     conf = load(config_path)
     view = ClusterView(mode=conf.routing_mode, nodename=conf.nodename,
                        tunnel_device=_tunnel_device(conf))
-    datastore = Datastore(conf.etcd_endpoints, conf.etcd_prefix, conf.etcd_timeout_seconds)
     try:
-        view.owners = datastore.blocks()
-        view.nodes = {n.name: n.ip.split("/")[0] for n in datastore.nodes()}
-        view.alive = datastore.alive()
-    except DatastoreUnavailable as err:
+        cluster = read_cluster(open_backend(conf.datastore_settings))
+        view.owners = cluster.owners()
+        view.nodes = {n.name: n.ip.split("/")[0] for n in cluster.node_list()}
+        view.alive = cluster.alive()
+    except DatastoreError as err:
         view.datastore_error = str(err)
     if view.bgp:
         view.sessions = _sessions(conf)

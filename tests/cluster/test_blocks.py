@@ -18,10 +18,15 @@ pytestmark = pytest.mark.netns
 
 
 def owners(cluster: Cluster) -> dict[str, str]:
-    """Block key -> owner, read by etcdctl inside the underlay."""
+    """Block key -> owner, read by etcdctl inside the underlay (a block written before
+    affinities existed names its node; since, its affinity does)."""
     lines = cluster.etcd.etcdctl("get", "--prefix", "/calico-py/v1/blocks/").splitlines()
-    return {lines[i].rsplit("/", 1)[-1]: json.loads(lines[i + 1])["node"]
-            for i in range(0, len(lines), 2)}
+    found = {}
+    for key, value in zip(lines[::2], lines[1::2], strict=True):
+        data = json.loads(value)
+        found[key.rsplit("/", 1)[-1]] = (data["affinity"].removeprefix("host:") if "affinity" in data
+                                         else data["node"])
+    return found
 
 
 def owned_by(cluster: Cluster, name: str) -> list[str]:

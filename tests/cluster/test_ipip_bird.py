@@ -16,7 +16,7 @@ import pytest
 
 from cni_calico_py.cluster.bird import Bird
 from cni_calico_py.cluster.bird_config import render
-from cni_calico_py.cluster.datastore import NodeRecord
+from cni_calico_py.datastore.model import NodeRecord
 from tests.cluster.topology import ClusterNode, Underlay, underlay
 from tests.netns import inside, wait_for
 

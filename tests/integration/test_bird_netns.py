@@ -32,7 +32,7 @@ PROBE = """
 import ipaddress, json, sys
 from cni_calico_py.cluster.bird import Bird, BirdError
 from cni_calico_py.cluster.bird_config import render
-from cni_calico_py.cluster.datastore import NodeRecord
+from cni_calico_py.datastore.model import NodeRecord
 
 args = json.loads(sys.argv[1])
 bird = Bird(args["dir"])

@@ -4,6 +4,7 @@ import pytest
 
 from cni_calico_py.core.decoding import field_path
 from cni_calico_py.core.errors import CNIError, Code
+from cni_calico_py.datastore.settings import DatastoreSettings
 from ipam import config, node_state
 
 V4 = "192.168.97.0/26"
@@ -162,8 +163,9 @@ def test_cluster_mode_takes_the_node_blocks_and_keeps_the_tunnel_address_out(tmp
     path = str(tmp_path / "node-state.json")
     node_state.write(path, node_state.NodeState(
         nodename="n1", node_ip="10.99.0.11/24", pool="192.168.0.0/16", block_size=26,
-        encapsulation="VXLAN", etcd_endpoints=("http://10.99.0.1:2379",), etcd_prefix="/p",
-        etcd_timeout_seconds=1.0, blocks=("192.168.5.0/26", "192.168.9.64/26"),
+        encapsulation="VXLAN",
+        datastore=DatastoreSettings("etcdv3", ("http://10.99.0.1:2379",), "/p", 1.0),
+        blocks=("192.168.5.0/26", "192.168.9.64/26"),
         tunnel_address="192.168.5.0"))
     conf = parse({"type": "calico-py-ipam", "nodeStateFile": path})
     assert conf.node_state_file == path

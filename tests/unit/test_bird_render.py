@@ -8,7 +8,7 @@ import pytest
 
 from cni_calico_py.cluster.bird import Bird, BirdError
 from cni_calico_py.cluster.bird_config import peer_address, protocol_name, render
-from cni_calico_py.cluster.datastore import NodeRecord
+from cni_calico_py.datastore.model import NodeRecord
 
 POOL = ipaddress.IPv4Network("192.168.0.0/16")
 LOG = "/run/calico-py/bird/bird.log"

@@ -13,7 +13,7 @@ import yaml
 from cni_calico_py.cluster import config
 from cni_calico_py.cluster.blocks import home_first, vtep_mac
 from cni_calico_py.core.errors import CNIError
-from ipam.blocks import block_from_key, block_key, claim_order
+from cni_calico_py.datastore.ownership import claim_order
 
 BASE = {"etcd_endpoints": ["http://10.99.0.1:23790"], "pool": "192.168.0.0/16", "nodename": "n1"}
 
@@ -76,9 +76,6 @@ def test_the_home_block_stays_first_when_a_claim_wraps_around_the_pool() -> None
     assert home_first([low, high], ipaddress.IPv4Address("192.168.0.1"), [high]) == [low, high]
 
 
-def test_block_keys_and_vtep_mac() -> None:
-    block = ipaddress.IPv4Network("192.168.3.64/26")
-    assert block_from_key(block_key(block)) == block
-    assert block_from_key("junk") is None
+def test_vtep_mac() -> None:
     mac = vtep_mac("n1")
     assert mac == vtep_mac("n1") != vtep_mac("n2") and mac.startswith("66:")

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from cni_calico_py.cluster.datastore import NodeRecord
 from cni_calico_py.cluster.peers import encapsulation_overhead, plan
+from cni_calico_py.datastore.model import NodeRecord
 
 ME = NodeRecord("n1", "10.99.0.11/24", 64512, "66:00:00:00:00:01", "192.168.0.0")
 SAME = NodeRecord("n2", "10.99.0.12/24", 64512, "66:00:00:00:00:02", "192.168.0.64")
