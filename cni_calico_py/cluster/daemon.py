@@ -35,6 +35,7 @@ from ipam import node_state
 from ipam.node_state import NodeState
 
 from ..core.logs import log
+from ..datastore.backend import Backend
 from ..datastore.errors import DatastoreError, PoolExhausted
 from ..datastore.model import BLOCK, Cluster, NodeRecord, WatchEvent
 from ..datastore.ownership import BlockOwnership
@@ -58,10 +59,10 @@ SETTLE_SECONDS = 0.01
 
 
 class NodeDaemon:
-    def __init__(self, conf: ClusterConfig, node_ip: str) -> None:
+    def __init__(self, conf: ClusterConfig, node_ip: str, backend: Backend | None = None) -> None:
         self.conf = conf
         self.node_ip = node_ip
-        self.backend = open_backend(conf.datastore_settings)
+        self.backend = backend or open_backend(conf.datastore_settings)
         self.ownership = BlockOwnership(self.backend)
         self.pool = conf.pool
         self.routing = Routing(conf)

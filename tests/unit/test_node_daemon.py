@@ -1,0 +1,123 @@
+"""The node daemon's logic over the in-memory datastore: joins, claims, dead nodes, idle blocks.
+
+Routing is a recorder here: what the daemon asks of the kernel is checked
+by the cluster tests; these check what it decides and writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cni_calico_py.cluster.config import ClusterConfig
+from cni_calico_py.cluster.daemon import NodeDaemon
+from cni_calico_py.datastore.errors import DatastoreUnavailable, PoolExhausted
+from cni_calico_py.datastore.model import AFFINITY, NODE, Affinity, Block, Key, NodeRecord
+from cni_calico_py.datastore.ownership import BlockOwnership
+from ipam import node_state
+from tests.datastore.memory import MemoryBackend
+
+POOL = "10.66.0.0/24"
+
+
+class RecordedRouting:
+    recheck_at = float("inf")
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, dict[IPv4Network, str]]] = []
+
+    def apply(self, me: NodeRecord, nodes: Sequence[NodeRecord], owners: Mapping[IPv4Network, str],
+              force: bool) -> int:
+        self.applied.append((me.name, dict(owners)))
+        return 1500
+
+    def close(self) -> None:
+        pass
+
+
+def daemon(tmp_path: Path, backend: MemoryBackend, name: str, **extra: Any) -> NodeDaemon:
+    conf = ClusterConfig.model_validate({
+        "etcd_endpoints": ["http://127.0.0.1:1"], "pool": POOL, "block_size": 26, "nodename": name,
+        "state_file": str(tmp_path / name / "node-state.json"), **extra})
+    made = NodeDaemon(conf, "10.9.0.2/24", backend=backend)
+    made.routing = RecordedRouting()  # type: ignore[assignment]
+    return made
+
+
+@pytest.fixture
+def backend() -> MemoryBackend:
+    return MemoryBackend()
+
+
+def test_a_joining_node_claims_a_block_registers_and_confirms(tmp_path: Path, backend: MemoryBackend):
+    n1 = daemon(tmp_path, backend, "n1")
+    state = n1.sync()
+    (block,) = state.networks
+    assert BlockOwnership(backend).owned("n1", IPv4Network(POOL)) == [block]
+    assert backend.get(Key(NODE, "n1")).value == n1.record(None)
+    writes = [c for c in backend.calls if not c.startswith(("get", "list", "watch"))]
+    n1.sync()
+    again = [c for c in backend.calls if not c.startswith(("get", "list", "watch"))]
+    assert again == writes, "a second sync with nothing changed must write nothing"
+
+
+def test_nodes_see_each_others_blocks(tmp_path: Path, backend: MemoryBackend):
+    n1, n2 = daemon(tmp_path, backend, "n1"), daemon(tmp_path, backend, "n2")
+    b1, b2 = n1.sync().networks[0], n2.sync().networks[0]
+    n1.refresh(watch=False)
+    n1.sync()
+    assert b1 != b2
+    assert n1.routing.applied[-1] == ("n1", {b1: "n1", b2: "n2"})  # type: ignore[attr-defined]
+
+
+def test_a_claim_a_kill_cut_short_is_finished_before_the_node_uses_a_block(tmp_path, backend):
+    cidr = IPv4Network("10.66.0.128/26")
+    backend.create(Affinity("n1", cidr).key, Affinity("n1", cidr))
+    backend.create(Block.empty(cidr, "n1").key, Block.empty(cidr, "n1"))
+    stray = IPv4Network("10.66.0.0/26")
+    backend.create(Affinity("n1", stray).key, Affinity("n1", stray))
+    state = daemon(tmp_path, backend, "n1").sync()
+    assert state.networks == [cidr]
+    assert [(kv.value.cidr, kv.value.state) for kv in backend.list(AFFINITY).items] == [
+        (cidr, "confirmed")]
+
+
+def test_the_datastore_down_keeps_the_node_state(tmp_path: Path, backend: MemoryBackend):
+    n1 = daemon(tmp_path, backend, "n1")
+    before = n1.sync()
+    backend.down = True
+    with pytest.raises(DatastoreUnavailable):
+        n1.refresh(watch=False)
+    assert node_state.read(n1.conf.state_file) == before
+
+
+def test_a_full_pool_is_said_plainly(tmp_path: Path, backend: MemoryBackend):
+    for name in ["a", "b", "c", "d"]:
+        BlockOwnership(backend).claim(name, IPv4Network(POOL), 26)
+    with pytest.raises(PoolExhausted, match="grow the pool"):
+        daemon(tmp_path, backend, "n1").sync()
+
+
+def test_a_dead_node_is_removed_after_its_grace_and_its_blocks_freed(tmp_path, backend):
+    n1 = daemon(tmp_path, backend, "n1", dead_node_release_seconds=0.05)
+    n2 = daemon(tmp_path, backend, "n2")
+    backend.liveness("n1", 10).renew()
+    lease2 = backend.liveness("n2", 10)
+    lease2.renew()
+    n2.sync()
+    n1.sync()
+    lease2.release()  # n2 died: its liveness lapsed
+    n1.refresh(watch=False)
+    n1.sync()
+    assert backend.get(Key(NODE, "n2"))
+    time.sleep(0.1)
+    n1.refresh(watch=False)
+    n1.sync()
+    assert [kv.key.name for kv in backend.list(NODE).items] == ["n1"]
+    assert set(BlockOwnership(backend).blocks().values()) == {"n1"}
+    assert backend.list(AFFINITY, node="n2").items == []
