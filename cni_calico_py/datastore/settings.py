@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import Backend
+from .errors import DatastoreUnavailable
 
 ETCD = "etcdv3"
 KUBERNETES = "kubernetes"
@@ -41,11 +42,8 @@ class DatastoreSettings:
 
 def open_backend(settings: DatastoreSettings) -> Backend:
     """The backend the settings name; its client library is imported only now."""
-    if settings.type == KUBERNETES:
-        from .kubernetes import KubernetesBackend
-
-        backend: Backend = KubernetesBackend(settings.kubeconfig, settings.timeout_seconds)
-        return backend
+    if settings.type != ETCD:
+        raise DatastoreUnavailable(f"datastore {settings.type} is not available in this version")
     from .etcd import EtcdBackend
 
     return EtcdBackend(settings.etcd_endpoints, settings.etcd_prefix, settings.timeout_seconds)
