@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds pinned upstream Go programs from the Go module proxy and prints their paths.
 #
-#   scripts/go-tools.sh cnitool|crictl|critest|kubelet|all ...
+#   scripts/go-tools.sh cnitool|crictl|critest|etcd|kube-apiserver|kubelet|all ...
 #
 # Versions: scripts/go-tools.versions. Everything goes to a cache outside the
 # repository, CALICO_PY_GO_TOOLS (default /var/cache/calico-py/go-tools):
@@ -18,7 +18,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 CACHE="$(realpath -m "${CALICO_PY_GO_TOOLS:-/var/cache/calico-py/go-tools}")"
 GO="${GO:-/usr/local/go/bin/go}"
-PROGRAMS=(cnitool crictl critest kubelet)
+PROGRAMS=(cnitool crictl critest etcd kube-apiserver kubelet)
 
 export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOPATH="$CACHE/gopath"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 GOWORK=off
@@ -37,7 +37,8 @@ version_of() {
     case "$1" in
         cnitool) echo "$CNI_VERSION" ;;
         crictl | critest) echo "$CRI_TOOLS_VERSION" ;;
-        kubelet) echo "$KUBERNETES_VERSION" ;;
+        etcd) echo "$ETCD_VERSION" ;;
+        kube-apiserver | kubelet) echo "$KUBERNETES_VERSION" ;;
     esac
 }
 
@@ -51,14 +52,14 @@ module_dir() {
     echo "$dir"
 }
 
-# A module of our own that builds k8s.io/kubernetes/cmd/kubelet: k8s.io/kubernetes
+# A module of our own that builds k8s.io/kubernetes/cmd/PROGRAM: k8s.io/kubernetes
 # replaces its staging modules with ./staging/src/..., which a dependency cannot;
 # here each one is pinned to its published v0.Y.Z instead.
-kubelet_module() {
-    local src="$1" dir="$2" staging="v0${KUBERNETES_VERSION#v1}"
+kubernetes_module() {
+    local program="$1" src="$2" dir="$3" staging="v0${KUBERNETES_VERSION#v1}"
     mkdir -p "$dir"
     {
-        echo "module calico-py.local/kubelet"
+        echo "module calico-py.local/$program"
         echo
         sed -n 's/^go \(.*\)$/go \1/p; /^godebug /p' "$src/go.mod"
         echo
@@ -69,6 +70,20 @@ kubelet_module() {
     } >"$dir/go.mod"
     grep -q '^replace k8s.io/api ' "$dir/go.mod" \
         || die "no staging replace lines found in $src/go.mod"
+}
+
+# A module of our own that builds etcd: the server module's root package is
+# etcd's main package, and it needs no replace lines from a dependent module.
+etcd_module() {
+    local src="$1" dir="$2"
+    mkdir -p "$dir"
+    {
+        echo "module calico-py.local/etcd"
+        echo
+        sed -n 's/^go \(.*\)$/go \1/p' "$src/go.mod"
+        echo
+        echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+    } >"$dir/go.mod"
 }
 
 # The version stamps the upstream Makefiles set (else the programs say "unknown").
@@ -104,12 +119,19 @@ build() {
             src="$(module_dir "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION")" || return
             (cd "$src" && "$GO" test -c -trimpath -ldflags "$(cri_tools_ldflags)" -o "$out" ./cmd/critest)
             ;;
-        kubelet)
+        etcd)
+            src="$(module_dir "go.etcd.io/etcd/server/v3@$ETCD_VERSION")" || return
+            mod="$CACHE/etcd/$ETCD_VERSION/module"
+            (etcd_module "$src" "$mod") || return
+            (cd "$mod" && "$GO" build -trimpath -o "$out" go.etcd.io/etcd/server/v3)
+            ;;
+        kube-apiserver | kubelet)
+            # One module per program: two of these builds may run at once.
             src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")" || return
-            mod="$CACHE/kubelet/$KUBERNETES_VERSION/module"
-            (kubelet_module "$src" "$mod") || return
+            mod="$CACHE/$program/$KUBERNETES_VERSION/module"
+            (kubernetes_module "$program" "$src" "$mod") || return
             (cd "$mod" && "$GO" build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$out" \
-                k8s.io/kubernetes/cmd/kubelet)
+                "k8s.io/kubernetes/cmd/$program")
             ;;
     esac
 }
@@ -149,7 +171,7 @@ wanted=()
 for arg in "$@"; do
     case "$arg" in
         all) wanted+=("${PROGRAMS[@]}") ;;
-        cnitool | crictl | critest | kubelet) wanted+=("$arg") ;;
+        cnitool | crictl | critest | etcd | kube-apiserver | kubelet) wanted+=("$arg") ;;
         *) usage ;;
     esac
 done

@@ -16,6 +16,12 @@ apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-pip python3-dev gcc make binutils \
     iproute2 iputils-ping procps containernetworking-plugins \
     etcd-server etcd-client bird2 strace
+# kubectl for the control-plane tests: Debian's kubernetes-client (1.20, a client
+# only; namespaces and ConfigMaps work against kube-apiserver 1.36). A kubectl
+# another package already installed owns /usr/bin/kubectl and is kept.
+if ! command -v kubectl >/dev/null; then
+    apt-get install -y -q --no-install-recommends kubernetes-client
+fi
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
