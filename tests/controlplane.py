@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +87,15 @@ class ControlPlane:
 
 
 @contextmanager
-def running_control_plane(workdir: Path, netns: str | None = None) -> Iterator[ControlPlane]:
+def running_control_plane(workdir: Path, netns: str | None = None, address: str = "127.0.0.1",
+                          extra_args: Sequence[str] = ()) -> Iterator[ControlPlane]:
     """etcd and kube-apiserver, ready (`/readyz` 200), stopped and removed on exit, also on failure.
 
     `netns`: the name of a network namespace (`ip netns exec`) to run both in,
-    on its loopback; None: this namespace's loopback, on free ports. The
-    binaries come from scripts/go-tools.sh; a failed build fails the test.
+    on its loopback; None: this namespace's loopback, on free ports. `address`:
+    where the API server listens instead (e.g. an underlay's gateway, for
+    nodes in other namespaces). The binaries come from scripts/go-tools.sh; a
+    failed build fails the test. `extra_args` go to kube-apiserver.
     """
     etcd_bin, apiserver_bin = go_tool("etcd"), go_tool("kube-apiserver")
     directory = Path(tempfile.mkdtemp(prefix="control-plane-", dir=workdir))
@@ -100,7 +103,7 @@ def running_control_plane(workdir: Path, netns: str | None = None) -> Iterator[C
     try:
         etcd_port, peer_port, apiserver_port = _free_ports(3, netns)
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        url = f"https://127.0.0.1:{apiserver_port}"
+        url = f"https://{address}:{apiserver_port}"
         token = secrets.token_hex(16)
         started = time.monotonic()
 
@@ -127,7 +130,7 @@ def running_control_plane(workdir: Path, netns: str | None = None) -> Iterator[C
             f"--etcd-servers={etcd_url}",
             # Without an advertise address it takes the default route's: a bare namespace has none.
             # Loopback is no valid endpoint, so nothing writes the `kubernetes` service's endpoints.
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={address}", f"--advertise-address={address}",
             "--endpoint-reconciler-type=none",
             f"--secure-port={apiserver_port}",
             f"--cert-dir={cert_dir}",
@@ -140,6 +143,7 @@ def running_control_plane(workdir: Path, netns: str | None = None) -> Iterator[C
             "--disable-admission-plugins=ServiceAccount",
             "--enable-priority-and-fairness=false",
             "--allow-privileged=true",
+            *extra_args,
         ])
         processes.append(apiserver)
         # The serving certificate is written at start; its chain ends with the CA that signed it.

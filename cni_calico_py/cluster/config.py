@@ -100,10 +100,6 @@ class ClusterConfig(BaseModel):
 
     @model_validator(mode="after")
     def _datastore_reachable(self) -> ClusterConfig:
-        if self.datastore == "kubernetes":
-            # The interface is in place (cni_calico_py/datastore); the backend is not yet.
-            raise ValueError("datastore kubernetes is not available in this version: "
-                             "use etcdv3 with etcd_endpoints")
         if self.datastore == "etcdv3" and not self.etcd_endpoints:
             raise ValueError("etcd_endpoints is required with datastore etcdv3 "
                              "(or set datastore: kubernetes)")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import Backend
-from .errors import DatastoreUnavailable
 
 ETCD = "etcdv3"
 KUBERNETES = "kubernetes"
@@ -42,8 +41,10 @@ class DatastoreSettings:
 
 def open_backend(settings: DatastoreSettings) -> Backend:
     """The backend the settings name; its client library is imported only now."""
-    if settings.type != ETCD:
-        raise DatastoreUnavailable(f"datastore {settings.type} is not available in this version")
+    if settings.type == KUBERNETES:
+        from .kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings.kubeconfig, settings.timeout_seconds)
     from .etcd import EtcdBackend
 
     return EtcdBackend(settings.etcd_endpoints, settings.etcd_prefix, settings.timeout_seconds)

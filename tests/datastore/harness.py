@@ -15,8 +15,8 @@ from cni_calico_py.datastore.model import WatchEvent
 @dataclass
 class Harness:
     backend: Backend
-    # Forget the history, so a watch from an older revision must list again.
-    compact: Callable[[], None]
+    # Forget the history: a revision (given one, read before) a watch can no longer start after.
+    compact: Callable[[str], str]
     # Let `seconds` pass for liveness (real time, or a fake clock moved).
     let_pass: Callable[[float], None]
     # Another client of the same datastore (its own connections), for races.

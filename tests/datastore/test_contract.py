@@ -91,8 +91,8 @@ def test_a_watch_from_a_compacted_revision_asks_for_a_resync(harness: Harness) -
     old = b.list(NODE).revision
     for index in range(3):
         b.create(Key(NODE, f"n{index}"), node(f"n{index}"))
-    harness.compact()
-    with collecting(b.watch(NODE, old)) as seen:
+    gone = harness.compact(old)
+    with collecting(b.watch(NODE, gone)) as seen:
         seen.done.wait(10)
     assert isinstance(seen.ended, ResyncNeeded), seen.ended
 

@@ -124,7 +124,6 @@ def test_the_environment_alone_is_a_config(tmp_path: Path) -> None:
     ({"CALICO_NETWORKING_BACKEND": "bird", "CALICO_IPV4POOL_VXLAN": "Always"},
      "CALICO_NETWORKING_BACKEND='bird': BIRD does not route a VXLAN pool"),
     ({"DATASTORE_TYPE": "consul"}, "DATASTORE_TYPE='consul': it is etcdv3 or kubernetes"),
-    ({"DATASTORE_TYPE": "kubernetes"}, "DATASTORE_TYPE sets datastore"),
     # A good variable that the file then contradicts: named as the source.
     ({"CALICO_IPV4POOL_BLOCK_SIZE": "20", "CALICO_IPV4POOL_CIDR": "10.0.0.0/24"},
      "CALICO_IPV4POOL_BLOCK_SIZE sets block_size"),
