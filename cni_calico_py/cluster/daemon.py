@@ -269,7 +269,7 @@ class NodeDaemon:
                 next_refresh = time.monotonic() + MAX_BACKOFF
             except DatastoreError as err:
                 if self.metrics is not None:
-                    self.metrics.etcd_errors.inc()
+                    self.metrics.datastore_errors.inc()
                 log.warning("%s; pods keep working on blocks already owned; retrying in %.0f s",
                             err, delay)
                 next_refresh = time.monotonic() + delay

@@ -1,7 +1,7 @@
 """The node daemon's Prometheus metrics, on 127.0.0.1:`metrics_port` when the config sets one.
 
 Counters and histograms are updated by the daemon's loop (syncs, watch
-latency, etcd errors, repairs of what something else undid in the kernel).
+latency, datastore errors, repairs of what something else undid in the kernel).
 What the node holds is read when scraped: its blocks from the node state
 file, the addresses in use from the IPAM's store, and the BGP sessions from
 BIRD.
@@ -78,9 +78,9 @@ class NodeMetrics:
             "calico_py_node_watch_latency_seconds",
             "From a watch event's arrival to its change being applied", buckets=SYNC_BUCKETS,
             registry=self.registry)
-        self.etcd_errors = Counter("calico_py_node_etcd_errors",
-                                   "Resyncs that failed because etcd did not answer",
-                                   registry=self.registry)
+        self.datastore_errors = Counter("calico_py_node_datastore_errors",
+                                        "Resyncs that failed because the datastore did not answer",
+                                        registry=self.registry)
         self.repairs = Counter(
             "calico_py_node_repairs",
             "Objects the daemon put back after something else deleted or changed them in the kernel, "

@@ -1,4 +1,5 @@
-"""A cluster test case: underlay, etcd, and per node a cluster config, conflist and state."""
+"""A cluster test case: underlay, a datastore (etcd, or the Kubernetes API: every test runs
+on both), and per node a cluster config, conflist and state."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.topology import ClusterNode, Etcd, Underlay, etcd, underlay
+from cni_calico_py.datastore.backend import Backend
+from cni_calico_py.datastore.model import AFFINITY, BLOCK, NODE, Block
+from tests.cluster.stores import Store, running_store
+from tests.cluster.topology import ClusterNode, Underlay, underlay
 from tests.cni_calls import Pod
-from tests.netns import add_netns, del_netns, stop_process, unique_name
+from tests.netns import add_netns, del_netns, inside, stop_process, unique_name
 
 NETWORK = "k8s-pod-network"
 
@@ -24,7 +28,7 @@ NETWORK = "k8s-pod-network"
 @dataclass
 class Cluster:
     underlay: Underlay
-    etcd: Etcd
+    store: Store
     tmp: Path
     exe: str
     cni_path: str
@@ -46,7 +50,7 @@ class Cluster:
     def write_config(self, node: ClusterNode, **extra: Any) -> Path:
         """The node's cluster config and the conflist whose IPAM takes blocks from it."""
         settings: dict[str, Any] = {
-            "etcd_endpoints": [self.etcd.endpoint],
+            **self.store.node_settings(),
             "pool": self.pool,
             "block_size": self.block_size,
             "nodename": node.name,
@@ -57,7 +61,6 @@ class Cluster:
             "mtu_file": str(self.dir(node) / "mtu"),
             # Long enough that changes must come through the watch.
             "resync_seconds": 60,
-            "etcd_timeout_seconds": 1,
             **extra,
         }
         self.config_path(node).write_text(yaml.safe_dump(settings))
@@ -72,6 +75,41 @@ class Cluster:
             "ipam": {"type": "calico-py-ipam", "dataDir": str(self.dir(node) / "ipam"),
                      "nodeStateFile": str(self.state_file(node))},
         }
+
+    @contextmanager
+    def datastore(self) -> Iterator[Backend]:
+        """A client of the cluster's datastore, from inside the underlay."""
+        with inside(f"/run/netns/{self.underlay.name}"):
+            client = self.store.client()
+            try:
+                yield client
+            finally:
+                client.close()
+
+    def owners(self) -> dict[str, str]:
+        """Block (`192.168.0.64/26`) -> the node its affinity names."""
+        with self.datastore() as client:
+            return {str(kv.value.cidr): kv.value.owner or "?" for kv in client.list(BLOCK).items
+                    if isinstance(kv.value, Block)}
+
+    def put_block(self, cidr: str, node: str) -> None:
+        """A block of `node` written behind the daemons' backs (as an ADD's claim, or a block
+        from before affinities existed: no affinity)."""
+        import ipaddress
+
+        block = Block(ipaddress.IPv4Network(cidr), f"host:{node}")
+        with self.datastore() as client:
+            client.create(block.key, block)
+
+    def delete_block(self, cidr: str) -> None:
+        import ipaddress
+
+        with self.datastore() as client:
+            client.delete(Block(ipaddress.IPv4Network(cidr), None).key, None)
+
+    def datastore_is_empty(self) -> bool:
+        with self.datastore() as client:
+            return not any(client.list(kind).items for kind in (NODE, BLOCK, AFFINITY))
 
     def node_cmd(self, node: ClusterNode, *args: str,
                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -139,9 +177,10 @@ def _in_pool(line: str, pool: Any) -> bool:
         return False
 
 
-@pytest.fixture
-def cluster(root: None, plugin_exe: str, cni_path: str, tmp_path: Path) -> Iterator[Cluster]:
-    with underlay() as made, etcd(made) as store:
+@pytest.fixture(params=["etcd", "kubernetes"])
+def cluster(request: pytest.FixtureRequest, root: None, plugin_exe: str, cni_path: str,
+            tmp_path: Path) -> Iterator[Cluster]:
+    with underlay() as made, running_store(request.param, made, tmp_path) as store:
         case = Cluster(made, store, tmp_path, plugin_exe, cni_path)
         try:
             yield case

@@ -84,10 +84,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def etcd_revision(cluster: Cluster) -> int:
-    """etcd's current revision: it grows with every write, and only with writes."""
-    status = json.loads(cluster.etcd.etcdctl("endpoint", "status", "-w", "json"))
-    return int(status[0]["Status"]["header"]["revision"])
+def writes(cluster: Cluster) -> int:
+    """The datastore's writes so far (etcd's revision; the API server's write requests but
+    Lease renewals, the liveness an idle node keeps up)."""
+    return cluster.store.writes()
 
 
 def status(cluster: Cluster, node: ClusterNode) -> dict[str, dict[str, Any]]:

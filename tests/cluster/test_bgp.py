@@ -54,12 +54,12 @@ def test_blocks_are_announced_from_the_claim_on_pods_or_not(cluster: Cluster) ->
         n1 = nodes[0]
         extra = next(b for b in ("192.168.0.0/26", "192.168.0.64/26", "192.168.0.128/26",
                                  "192.168.0.192/26") if b not in json.dumps(before))
-        key = f"/calico-py/v1/blocks/{extra.replace('/', '-')}"
-        cluster.etcd.etcdctl("put", key, json.dumps({"node": n1.name}))
+        # Written without its affinity, as a block from before affinities: n1 adopts it.
+        cluster.put_block(extra, n1.name)
         wait_routes(cluster, n1, [f"blackhole {extra} proto bird"], timeout=10)
         for node in nodes[1:]:
             wait_routes(cluster, node, [f"{extra} via {n1.ip} dev eth0 proto bird"], timeout=10)
-        cluster.etcd.etcdctl("del", key)
+        cluster.delete_block(extra)
         for node in nodes:
             wait_for(lambda node=node: cluster.routes(node) == before[node.name], timeout=10,
                      what=f"{extra} gone from {node.name}")

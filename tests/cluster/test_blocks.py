@@ -1,4 +1,4 @@
-"""Block ownership in a real etcd: claims, races, restarts, borrowing, etcd outages."""
+"""Block ownership in a real datastore: claims, races, restarts, borrowing, outages."""
 
 from __future__ import annotations
 
@@ -18,15 +18,8 @@ pytestmark = pytest.mark.netns
 
 
 def owners(cluster: Cluster) -> dict[str, str]:
-    """Block key -> owner, read by etcdctl inside the underlay (a block written before
-    affinities existed names its node; since, its affinity does)."""
-    lines = cluster.etcd.etcdctl("get", "--prefix", "/calico-py/v1/blocks/").splitlines()
-    found = {}
-    for key, value in zip(lines[::2], lines[1::2], strict=True):
-        data = json.loads(value)
-        found[key.rsplit("/", 1)[-1]] = (data["affinity"].removeprefix("host:") if "affinity" in data
-                                         else data["node"])
-    return found
+    """Block (`192.168.0.64/26`) -> owner, as the datastore has it."""
+    return cluster.owners()
 
 
 def owned_by(cluster: Cluster, name: str) -> list[str]:
@@ -122,12 +115,12 @@ def test_a_full_block_brings_a_second_one_and_addresses_stay_unique(cluster: Clu
     assert node.exec("ip", "route", "show", "type", "blackhole").stdout == ""
 
 
-def test_etcd_down_owned_blocks_serve_a_new_block_waits(cluster: Cluster) -> None:
+def test_datastore_down_owned_blocks_serve_a_new_block_waits(cluster: Cluster) -> None:
     cluster.block_size = 30
     node = cluster.underlay.add_node(1)
     cluster.write_config(node)
     cluster.sync_once(node)
-    cluster.etcd.stop()
+    cluster.store.stop()
     with cluster.daemon(node):
         pods = [cluster.pod(node) for _ in range(5)]
         for pod in pods[:4]:
@@ -136,10 +129,10 @@ def test_etcd_down_owned_blocks_serve_a_new_block_waits(cluster: Cluster) -> Non
         assert code != 0 and out["code"] == 11, out
         assert "no free address in block" in out["msg"]
         assert "claiming another block of pool 192.168.0.0/24 failed" in out["msg"]
-        assert "no etcd endpoint answered" in out["msg"]
+        assert cluster.store.unreachable_words() in out["msg"]
         log = cluster.dir(node) / "daemon.log"
         wait_for(lambda: log.read_text().count("retrying in") >= 2, what="the daemon's retries")
-        cluster.etcd.start()
+        cluster.store.start()
         pods[4].add()
         assert len(cluster.node_state(node)["blocks"]) == 2
         assert len({p.address() for p in pods}) == 5
@@ -157,8 +150,7 @@ def test_an_idle_extra_block_goes_back_to_the_pool(cluster: Cluster) -> None:
     blocks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(
         ipaddress.ip_network(cluster.pool).subnets(new_prefix=30))
     for block in blocks[1:-1]:
-        key = f"{block.network_address}-{block.prefixlen}"
-        cluster.etcd.etcdctl("put", f"/calico-py/v1/blocks/{key}", json.dumps({"node": "other"}))
+        cluster.put_block(str(block), "other")
     cluster.write_config(node, block_release_after_seconds=1)
     cluster.sync_once(node)
     first = cluster.node_state(node)["blocks"][0]
@@ -175,4 +167,4 @@ def test_an_idle_extra_block_goes_back_to_the_pool(cluster: Cluster) -> None:
             assert pod.delete()[0] == 0
         log = (cluster.dir(node) / "daemon.log").read_text()
     assert "released block" in log
-    assert owned_by(cluster, node.name) == [first.replace("/", "-")]
+    assert owned_by(cluster, node.name) == [first]

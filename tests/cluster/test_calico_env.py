@@ -55,4 +55,4 @@ def test_a_bad_variable_stops_the_daemon_before_it_registers(cluster: Cluster) -
          "--config", str(cluster.config_path(node))], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "AS='seventy'" in proc.stderr, proc.stderr
     assert not cluster.state_file(node).exists()
-    assert cluster.etcd.etcdctl("get", "--prefix", "/calico-py", "--keys-only").strip() == ""
+    assert cluster.datastore_is_empty()

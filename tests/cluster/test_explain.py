@@ -116,8 +116,8 @@ def test_vxlan_path_and_its_faults(cluster: Cluster, mode: str) -> None:
             f"no route for {block_of(cluster, n3)} (owned by node {n3.name} at {n3.ip})" in p
             for p in problems(report)), problems(report)
 
-        # etcd unreachable: the owner cannot be named, and explain says why.
-        cluster.etcd.stop()
+        # The datastore unreachable: the owner cannot be named, and explain says why.
+        cluster.store.stop()
         _, report = explain(cluster, n1, src, dst)
         assert "datastore: could not be read" in whats(report) or any(
             "the datastore could not be read" in p for p in problems(report)), whats(report)

@@ -1,4 +1,5 @@
-"""The node daemon's Prometheus metrics, scraped from the node: blocks, addresses, peers, etcd errors."""
+"""The node daemon's Prometheus metrics, scraped from the node: blocks, addresses, peers,
+datastore errors."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_node_metrics_follow_blocks_pods_peers_and_etcd(cluster: Cluster) -> None:
+def test_node_metrics_follow_blocks_pods_peers_and_datastore_errors(cluster: Cluster) -> None:
     n1, n2 = cluster.underlay.add_node(1), cluster.underlay.add_node(2)
     with running(cluster, [n1], "Off", metrics_port=PORT) as daemons:
         pod = cluster.pod(n1)
@@ -49,13 +50,13 @@ def test_node_metrics_follow_blocks_pods_peers_and_etcd(cluster: Cluster) -> Non
         samples = scrape(n1)
         assert value(samples, "calico_py_node_syncs_total", trigger="watch") >= 1
         assert value(samples, "calico_py_node_watch_latency_seconds_count") >= 1
-        assert value(samples, "calico_py_node_etcd_errors_total") == 0
-        # etcd goes away: the failed re-reads are counted.
-        cluster.etcd.stop()
+        assert value(samples, "calico_py_node_datastore_errors_total") == 0
+        # The datastore goes away: the failed re-reads are counted.
+        cluster.store.stop()
         try:
-            wait_for(lambda: value(scrape(n1), "calico_py_node_etcd_errors_total") >= 1,
-                     what="an etcd error counted", timeout=30)
+            wait_for(lambda: value(scrape(n1), "calico_py_node_datastore_errors_total") >= 1,
+                     what="a datastore error counted", timeout=30)
         finally:
-            cluster.etcd.start()
+            cluster.store.start()
         pod.delete()
         assert value(scrape(n1), "calico_py_node_block_addresses_in_use", block=block) == 0

@@ -158,7 +158,7 @@ def test_ipip_on_a_kernel_without_ipip_is_a_clear_error_and_nothing_is_set_up(cl
     assert "encapsulation IPIP needs the kernel's ipip support" in proc.stderr
     assert "use VXLAN" in proc.stderr
     assert not cluster.state_file(node).exists()
-    assert cluster.etcd.etcdctl("get", "--prefix", "/calico-py/v1/") == ""
+    assert cluster.datastore_is_empty()
     assert "tunl0" not in node.exec("ip", "link").stdout
 
 
