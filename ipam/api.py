@@ -68,6 +68,8 @@ class NetworkView:
     network: str
     blocks: tuple[IPNetwork, ...]
     holders: dict[IPAddress, Holder]
+    # The store's directory: every ADD and DEL changes its modification time.
+    store: str = ""
 
 
 def network_view(conflist: str) -> NetworkView:
@@ -87,7 +89,7 @@ def network_view(conflist: str) -> NetworkView:
         if record is not None and not record.damaged:
             holders[address] = Holder(record.container_id, record.ifname, record.netns,
                                       record.pod)
-    return NetworkView(conf.network, conf.blocks, holders)
+    return NetworkView(conf.network, conf.blocks, holders, conf.store_dir)
 
 
 @dataclass(frozen=True)

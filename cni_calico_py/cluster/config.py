@@ -20,6 +20,7 @@ from ipam.node_state import DEFAULT_STATE_FILE
 
 from ..core.decoding import config_error
 from ..core.errors import CNIError, Code
+from ..datastore.model import Pool
 from ..datastore.settings import DatastoreSettings
 from .naming import NODENAME
 
@@ -104,6 +105,15 @@ class ClusterConfig(BaseModel):
             raise ValueError("etcd_endpoints is required with datastore etcdv3 "
                              "(or set datastore: kubernetes)")
         return self
+
+    @property
+    def ippool(self) -> Pool:
+        """The pool as Calico's IPPool `default-ipv4-ippool`, with its encapsulation."""
+        mode = self.encapsulation
+        crossing = "CrossSubnet" if mode.endswith("CrossSubnet") else "Always"
+        return Pool("default-ipv4-ippool", self.pool, self.block_size,
+                    ipip_mode=crossing if mode.startswith("IPIP") else "Never",
+                    vxlan_mode=crossing if mode.startswith("VXLAN") else "Never")
 
     @property
     def datastore_settings(self) -> DatastoreSettings:

@@ -39,7 +39,7 @@ from ..datastore.backend import Backend
 from ..datastore.errors import DatastoreError, PoolExhausted
 from ..datastore.model import BLOCK, Cluster, NodeRecord, WatchEvent
 from ..datastore.ownership import BlockOwnership
-from ..datastore.registry import FOLLOWED, read_cluster, register
+from ..datastore.registry import FOLLOWED, ensure_pool, read_cluster, register
 from ..datastore.settings import open_backend
 from ..repairer import Repairer
 from . import overlay, peers
@@ -49,6 +49,7 @@ from .config import ClusterConfig
 from .kernel_events import KernelMonitor
 from .liveness import DeadNodes, Liveness
 from .metrics import NodeMetrics
+from .mirror import Mirror
 from .release import IdleBlocks
 from .routing import Routing
 from .watch import Watch
@@ -78,6 +79,9 @@ class NodeDaemon:
         self._kernel_changed = False
         self.dead = DeadNodes(self.backend, conf.nodename, conf.dead_node_release_seconds)
         self.idle = IdleBlocks(self.ownership, conf)
+        self.mirror = Mirror(self.backend, conf)
+        # Set by the mirror's follower: an ADD or DEL changed the node's IPAM store.
+        self._store_changed = True
         # Set by serve() when the config asks for metrics.
         self.metrics: NodeMetrics | None = None
         # When the first watch event since the last sync arrived.
@@ -173,6 +177,8 @@ class NodeDaemon:
     def sync(self, force: bool = False) -> NodeState:
         """Apply what the daemon knows; raises a DatastoreError when the datastore does not answer."""
         name = self.conf.nodename
+        if self._recovered is None:
+            ensure_pool(self.backend, self.conf.ippool)
         with node_state.locked(self.conf.state_file):
             previous = node_state.read(self.conf.state_file)
             nodes, owners, alive = self._known()
@@ -203,6 +209,11 @@ class NodeDaemon:
         everyone = [n for n in nodes if n.name != name] + [me]
         self.routing.apply(me, everyone, owners, force)
         self.dead.follow(everyone, alive)
+        if force or self._store_changed:
+            self._store_changed = False
+            with self._lock:
+                known = dict(self._view.blocks) if self._view is not None else {}
+            self.mirror.apply(owned, known)
         return state
 
     def _tunnel_address(self, owned: list[IPv4Network],
@@ -218,6 +229,10 @@ class NodeDaemon:
 
     # -- nodes that died without `leave`
     # -- the loop
+    def on_store_change(self) -> None:
+        self._store_changed = True
+        self.wake.set()
+
     def on_address_change(self) -> None:
         self._address_changed = True
         self.wake.set()
@@ -238,7 +253,8 @@ class NodeDaemon:
                 self.routing.recheck_at = float("inf")
                 kernel = True
             # Woken by the kernel alone: compare it with the plan, nothing else is due.
-            synced = force or not kernel or self._address_changed or self._event_at is not None
+            synced = (force or not kernel or self._address_changed or self._store_changed
+                      or self._event_at is not None)
             try:
                 if self._watch_ended is not None:
                     log.info("re-reading the cluster: %s", self._watch_ended)
@@ -325,6 +341,7 @@ def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
     log.info("node %s (%s) starting against %s", conf.nodename, node_ip,
              conf.datastore_settings.describe())
     AddressMonitor(daemon.on_address_change).start()
+    daemon.mirror.follow(daemon.on_store_change, stop)
     # Before the first sync: whatever is undone from then on wakes the daemon.
     KernelMonitor(conf.pool, daemon.on_kernel_change).start()
     # The pods' own wiring too, for a node that runs no agent (with one, both

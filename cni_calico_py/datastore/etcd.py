@@ -7,7 +7,8 @@ Layout under the prefix (default `/calico-py/v1`), one directory per kind:
   written before affinities existed holds `{"node", "claimed"}` and reads as
   a block of that node; the ownership layer gives it its confirmed affinity;
 - `alive/<name>`: bound to the node's etcd lease; etcd deletes it when the
-  node stops renewing the lease.
+  node stops renewing the lease;
+- `pools/<name>`, `handles/<handle name>`: an IPPool's and an IPAMHandle's spec.
 
 Every write is one transaction comparing the key's revision (mod_revision;
 create_revision 0 for a create), so a stale writer is refused, never merged.
@@ -30,15 +31,19 @@ from .errors import AlreadyExists, Conflict, DatastoreUnavailable, NotFound, Res
 from .model import (
     AFFINITY,
     BLOCK,
+    HANDLE,
     LIVENESS,
     NODE,
+    POOL,
     Affinity,
     Block,
+    Handle,
     Key,
     KVPair,
     Listing,
     Liveness,
     NodeRecord,
+    Pool,
     Value,
     WatchEvent,
     cidr_from_name,
@@ -46,7 +51,8 @@ from .model import (
 )
 
 T = TypeVar("T")
-DIRECTORIES = {NODE: "nodes", AFFINITY: "affinities", BLOCK: "blocks", LIVENESS: "alive"}
+DIRECTORIES = {NODE: "nodes", AFFINITY: "affinities", BLOCK: "blocks", LIVENESS: "alive",
+               POOL: "pools", HANDLE: "handles"}
 
 
 def _b64(text: str) -> str:
@@ -85,6 +91,10 @@ def decode(kind: str, name: str, raw: bytes) -> Value | None:
         return Affinity.from_spec(data)
     if kind == LIVENESS:
         return Liveness(name, float(data.get("ttl", 0) or 0))
+    if kind == POOL:
+        return Pool.from_spec(name, data)
+    if kind == HANDLE:
+        return Handle.from_spec(data)
     block = Block.from_spec(data)
     if block is None and "node" in data:
         cidr = cidr_from_name(name)
@@ -222,7 +232,7 @@ class EtcdBackend:
             if value is None:
                 log.warning("skipping %s: not a value this version reads", key)
                 continue
-            if node is not None and isinstance(value, Affinity) and value.node != node:
+            if node is not None and isinstance(value, Affinity | Handle) and value.node != node:
                 continue
             items.append(KVPair(key, value, str(kv["mod_revision"])))
         return Listing(items, str(answer["header"]["revision"]))

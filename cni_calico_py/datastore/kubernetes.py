@@ -9,7 +9,9 @@
   `VXLANTunnelMACAddr`); the Node itself belongs to the kubelet and is never
   deleted here;
 - liveness is a `coordination.k8s.io` Lease per node in the daemon's
-  namespace (`calico-py-system` by default).
+  namespace (`calico-py-system` by default);
+- the pool is an `IPPool`, an attachment's addresses an `IPAMHandle`
+  (labelled as affinities are).
 
 Every update carries the resourceVersion it read (409: Conflict); a delete
 carries it as a precondition. A watch starts after a list's resourceVersion,
@@ -36,22 +38,29 @@ from .errors import AlreadyExists, Conflict, DatastoreUnavailable, NotFound, Res
 from .model import (
     AFFINITY,
     BLOCK,
+    HANDLE,
     LIVENESS,
     NODE,
+    POOL,
     Affinity,
     Block,
+    Handle,
     Key,
     KVPair,
     Listing,
     Liveness,
     NodeRecord,
+    Pool,
     Value,
     WatchEvent,
 )
 
 GROUP = "crd.projectcalico.org/v1"
 NAMESPACE = "calico-py-system"
-CUSTOM = {AFFINITY: ("blockaffinities", "BlockAffinity"), BLOCK: ("ipamblocks", "IPAMBlock")}
+CUSTOM = {AFFINITY: ("blockaffinities", "BlockAffinity"), BLOCK: ("ipamblocks", "IPAMBlock"),
+          POOL: ("ippools", "IPPool"), HANDLE: ("ipamhandles", "IPAMHandle")}
+# Kinds a node lists only its own of, by the label of its name's hash.
+BY_NODE = (AFFINITY, HANDLE)
 HOSTNAME_HASH = "projectcalico.org/hostname-hash"
 ANNOTATIONS = {
     "ip": "projectcalico.org/IPv4Address",
@@ -113,6 +122,10 @@ def decode(kind: str, obj: dict[str, Any]) -> Value | None:
                         _time(spec.get("renewTime")) or 0.0)
     if kind == AFFINITY:
         return Affinity.from_spec(spec)
+    if kind == POOL:
+        return Pool.from_spec(obj["metadata"]["name"], spec)
+    if kind == HANDLE:
+        return Handle.from_spec(spec)
     return Block.from_spec(spec)
 
 
@@ -176,11 +189,13 @@ class KubernetesBackend:
             return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
                     "spec": {"holderIdentity": value.node, "leaseDurationSeconds": int(value.ttl),
                              "renewTime": _now()}}
-        assert isinstance(value, Affinity | Block)
+        assert isinstance(value, Affinity | Block | Pool | Handle)
         if isinstance(value, Affinity):
             metadata["labels"] = {HOSTNAME_HASH: hostname_hash(value.node),
                                   "projectcalico.org/affinity-type": "host",
                                   "projectcalico.org/ip-version": "4"}
+        if isinstance(value, Handle) and value.node:
+            metadata["labels"] = {HOSTNAME_HASH: hostname_hash(value.node)}
         return {"apiVersion": GROUP, "kind": CUSTOM[key.kind][1], "metadata": metadata,
                 "spec": value.spec()}
 
@@ -252,12 +267,13 @@ class KubernetesBackend:
 
     def list(self, kind: str, node: str | None = None) -> Listing:
         params = {}
-        if kind == AFFINITY and node is not None:
+        if kind in BY_NODE and node is not None:
             params["labelSelector"] = f"{HOSTNAME_HASH}={hostname_hash(node)}"
         answer = self._request(f"list {kind}", "GET", self.collection(kind), params=params)
         items = [pair for obj in answer.get("items") or [] if (pair := self._pair(kind, obj))]
-        if kind == AFFINITY and node is not None:
-            items = [kv for kv in items if isinstance(kv.value, Affinity) and kv.value.node == node]
+        if kind in BY_NODE and node is not None:
+            items = [kv for kv in items
+                     if isinstance(kv.value, Affinity | Handle) and kv.value.node == node]
         return Listing(items, str(answer["metadata"]["resourceVersion"]))
 
     def watch(self, kind: str, revision: str) -> KubernetesWatch:

@@ -21,7 +21,9 @@ NODE = "Node"
 AFFINITY = "BlockAffinity"
 BLOCK = "IPAMBlock"
 LIVENESS = "Liveness"
-KINDS = (NODE, AFFINITY, BLOCK, LIVENESS)
+POOL = "IPPool"
+HANDLE = "IPAMHandle"
+KINDS = (NODE, AFFINITY, BLOCK, LIVENESS, POOL, HANDLE)
 
 AffinityState = Literal["pending", "confirmed", "pendingDeletion"]
 AFFINITY_STATES = ("pending", "confirmed", "pendingDeletion")
@@ -199,7 +201,73 @@ class Liveness:
         return None if self.renewed is None else self.renewed + self.ttl
 
 
-Value = NodeRecord | Affinity | Block | Liveness
+@dataclass(frozen=True)
+class Pool:
+    """Calico's IPPool: where blocks come from and how traffic between nodes is carried."""
+
+    name: str
+    cidr: IPv4Network
+    block_size: int = 26
+    ipip_mode: str = "Never"
+    vxlan_mode: str = "Never"
+    nat_outgoing: bool = False
+    disabled: bool = False
+    node_selector: str = "all()"
+
+    @property
+    def key(self) -> Key:
+        return Key(POOL, self.name)
+
+    def spec(self) -> dict[str, Any]:
+        return {"cidr": str(self.cidr), "blockSize": self.block_size, "ipipMode": self.ipip_mode,
+                "vxlanMode": self.vxlan_mode, "natOutgoing": self.nat_outgoing,
+                "disabled": self.disabled, "nodeSelector": self.node_selector}
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Mapping[str, Any]) -> Pool | None:
+        try:
+            return cls(name, IPv4Network(str(spec["cidr"])), int(spec.get("blockSize") or 26),
+                       str(spec.get("ipipMode") or "Never"), str(spec.get("vxlanMode") or "Never"),
+                       bool(spec.get("natOutgoing")), bool(spec.get("disabled")),
+                       str(spec.get("nodeSelector") or "all()"))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Handle:
+    """Calico's IPAMHandle: one attachment's addresses, counted per block."""
+
+    handle_id: str
+    blocks: tuple[tuple[str, int], ...]
+    # The node holding it (a label in Kubernetes: a node lists only its own).
+    node: str = ""
+
+    @property
+    def key(self) -> Key:
+        return Key(HANDLE, handle_name(self.handle_id))
+
+    def spec(self) -> dict[str, Any]:
+        return {"handleID": self.handle_id, "block": dict(self.blocks), "deleted": False,
+                "node": self.node}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Handle | None:
+        try:
+            return cls(str(spec["handleID"]),
+                       tuple(sorted((str(k), int(v)) for k, v in (spec.get("block") or {}).items())),
+                       str(spec.get("node") or ""))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+def handle_name(handle_id: str) -> str:
+    """A handle's resource name: lower case, and only what a Kubernetes name may hold."""
+    cleaned = "".join(c if c.isalnum() or c in "-." else "-" for c in handle_id.lower())
+    return cleaned.strip("-.")[:253] or "handle"
+
+
+Value = NodeRecord | Affinity | Block | Liveness | Pool | Handle
 
 
 @dataclass(frozen=True)
@@ -254,6 +322,9 @@ class Cluster:
             if isinstance(before, Liveness) and isinstance(after, Liveness):
                 # A renewal changes nothing the node acts on; a lapse is found by time.
                 changed |= before.alive() != after.alive()
+            elif isinstance(before, Block) and isinstance(after, Block):
+                # Its mirrored allocations do not change who routes it.
+                changed |= before.owner != after.owner
             else:
                 changed |= after != before
             self.revisions[event.key.kind] = event.revision

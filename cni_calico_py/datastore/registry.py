@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 from ipaddress import IPv4Network
 
+from ..core.logs import log
 from .backend import Backend
 from .errors import AlreadyExists, Conflict, NotFound
-from .model import BLOCK, LIVENESS, NODE, Cluster, Key, KVPair, NodeRecord
+from .model import BLOCK, LIVENESS, NODE, Cluster, Key, KVPair, NodeRecord, Pool
 from .ownership import BlockOwnership
 
 # The kinds a node follows; affinities it reads only for itself (ownership.recover).
@@ -42,6 +43,20 @@ def register(backend: Backend, record: NodeRecord) -> None:
         except (Conflict, NotFound):
             continue
     raise Conflict(f"the record of node {record.name} kept changing")
+
+
+def ensure_pool(backend: Backend, pool: Pool) -> None:
+    """Create the pool the node's config describes unless one of its name exists, as
+    calico-node creates its default pool; an existing pool that differs is left, with a
+    warning (the operator's edit wins)."""
+    try:
+        backend.create(pool.key, pool)
+        log.info("created IPPool %s (%s)", pool.name, pool.cidr)
+    except AlreadyExists:
+        current = backend.get(pool.key).value
+        if current != pool:
+            log.warning("IPPool %s in the datastore is %s; this node's config says %s",
+                        pool.name, current, pool)
 
 
 def remove_node(backend: Backend, name: str) -> list[IPv4Network]:

@@ -23,9 +23,9 @@ from cni_calico_py.datastore.errors import (
     ResyncNeeded,
 )
 from cni_calico_py.datastore.model import (
-    AFFINITY,
     LIVENESS,
     Affinity,
+    Handle,
     Key,
     KVPair,
     Listing,
@@ -115,8 +115,8 @@ class MemoryBackend:
         with self._lock:
             self._enter(f"list {kind}")
             items = [KVPair(k, v, str(r)) for k, (v, r) in sorted(self.data.items(), key=str)
-                     if k.kind == kind and not (kind == AFFINITY and node is not None
-                                                and isinstance(v, Affinity) and v.node != node)]
+                     if k.kind == kind and not (node is not None and isinstance(v, Affinity | Handle)
+                                                and v.node != node)]
             return Listing(items, str(self.revision))
 
     def watch(self, kind: str, revision: str) -> MemoryWatch:

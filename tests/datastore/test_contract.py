@@ -16,13 +16,16 @@ from cni_calico_py.datastore.errors import AlreadyExists, Conflict, NotFound, Re
 from cni_calico_py.datastore.model import (
     AFFINITY,
     BLOCK,
+    HANDLE,
     LIVENESS,
     NODE,
     Affinity,
     Block,
+    Handle,
     Key,
     KVPair,
     NodeRecord,
+    Pool,
 )
 from cni_calico_py.datastore.ownership import BlockOwnership
 from tests.datastore.harness import Harness, collecting
@@ -214,3 +217,16 @@ def test_recover_finishes_what_a_kill_cut_short(harness: Harness) -> None:
     states = sorted((kv.value.cidr, kv.value.state) for kv in b.list(AFFINITY).items)  # type: ignore[union-attr]
     assert states == [(cut["pending with block"], "confirmed"), (cut["legacy"], "confirmed")]
     assert ownership.recover("n1") == []
+
+
+def test_pools_and_handles_keep_their_shapes(harness: Harness) -> None:
+    b = harness.backend
+    pool = Pool("default-ipv4-ippool", POOL, 26, vxlan_mode="Always")
+    b.create(pool.key, pool)
+    assert b.get(pool.key).value == pool
+    mine = Handle("k8s-pod-network.C1_x", (("10.77.0.64/26", 1),), "a")
+    theirs = Handle("k8s-pod-network.c2", (("10.77.0.0/26", 1),), "a-b")
+    for handle in (mine, theirs):
+        b.create(handle.key, handle)
+    assert mine.key.name == "k8s-pod-network.c1-x"
+    assert [kv.value for kv in b.list(HANDLE, node="a").items] == [mine]
