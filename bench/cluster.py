@@ -1,16 +1,19 @@
 """The cluster scale benchmark: `sudo <venv>/bin/python -m bench cluster [options]`.
 
 For each configuration (mode, N nodes, full mesh or route reflectors) it makes
-an underlay namespace with etcd and N node namespaces (tests/cluster's
-topology), starts one node daemon per node at once, and measures:
+an underlay namespace with the datastore (`--datastore etcd`, or `kubernetes`:
+etcd and kube-apiserver with Calico's CRDs, the daemons as the node's
+ServiceAccount) and N node namespaces (tests/cluster's topology), starts one
+node daemon per node at once, and measures:
 - converge-all: from the last daemon's start until every node has a route to
   every other node's block (rtnetlink notifications, bench/routewatch.py);
 - joins and leaves (alternating, the cluster stays at N): from the new node's
-  record appearing in etcd (and from its daemon's start) until every node
+  record appearing in the datastore (and from its daemon's start) until every node
   routes its block; from `node leave` (datastore.registry.remove_node) until no node
   routes it;
-- idle: daemon (and BIRD) CPU and RSS per node over a window, etcd requests
-  (gRPC messages received) and writes (revisions) per minute.
+- idle: daemon (and BIRD) CPU and RSS per node over a window, the datastore's
+  requests (etcd: gRPC messages received; the API server's requests) and
+  writes (etcd: revisions; the API server's writes but Lease renewals) per minute.
 Rows go to <out>/<name>.json (kept across runs, keyed by --label), and the
 whole file is rendered to <name>.md and <name>.png. Everything is removed at
 the end, also on failure or Ctrl-C; nothing is sent from the machine's own
@@ -26,8 +29,8 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
@@ -38,10 +41,10 @@ from types import FrameType
 import yaml
 
 from cni_calico_py.cluster.watch import Watch
-from cni_calico_py.datastore.etcd import EtcdBackend
 from cni_calico_py.datastore.model import NODE, WatchEvent
 from cni_calico_py.datastore.registry import remove_node
-from tests.cluster.topology import ClusterNode, Etcd, etcd, underlay
+from tests.cluster.stores import Store, running_store
+from tests.cluster.topology import ClusterNode, Underlay, underlay
 from tests.netns import inside, wait_for
 
 from . import cluster_report
@@ -49,7 +52,6 @@ from .routewatch import RouteWatch
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = IPv4Network("192.168.0.0/16")
-PREFIX = "/calico-py/v1"
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Row:
     mode: str
     nodes: int
     peering: str  # "mesh", "2 reflectors", or "-" (VXLAN)
+    datastore: str = "etcd"
     converge_s: float = 0.0
     join_s: list[float] = field(default_factory=list)
     join_from_start_s: list[float] = field(default_factory=list)
@@ -65,8 +68,8 @@ class Row:
     cpu_pct: list[float] = field(default_factory=list)  # per daemon, % of one core
     bird_cpu_pct: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
-    etcd_requests_per_min: float = 0.0
-    etcd_writes_per_min: float = 0.0
+    requests_per_min: float = 0.0
+    writes_per_min: float = 0.0
     idle_seconds: float = 0.0
 
 
@@ -85,20 +88,22 @@ def _rss_mib(pid: int) -> float:
 class Run:
     """One configuration's cluster; the calling thread is inside the underlay namespace."""
 
-    def __init__(self, store: Etcd, work: Path, exe: list[str], mode: str, settings: dict[str, object]):
+    def __init__(self, store: Store, ul: Underlay, work: Path, exe: list[str], mode: str,
+                 settings: dict[str, object]):
         self.store, self.work, self.exe, self.mode, self.settings = store, work, exe, mode, settings
-        self.ul = store.underlay
+        self.ul = ul
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.routes = RouteWatch(POOL)
         self.seen: dict[str, float] = {}
-        self.backend = EtcdBackend([store.endpoint], PREFIX, 5)
+        self.backend = store.client()
 
     def add(self, index: int, **extra: object) -> ClusterNode:
         node = self.ul.add_node(index)
         self.routes.add(node.name, node.netns)
         d = self.work / node.name
         d.mkdir()
-        conf = {"etcd_endpoints": [self.store.endpoint], "pool": str(POOL), "nodename": node.name,
+        self.store.node_joins(node.name)
+        conf = {**self.store.node_settings(), "pool": str(POOL), "nodename": node.name,
                 "encapsulation": self.mode, "ip_autodetection": f"can-reach={self.ul.gateway}",
                 "state_file": str(d / "node-state.json"), "cni_conflist": str(d / "none.conflist"),
                 "bird_dir": str(d / "bird"), "mtu_file": str(d / "mtu"), **self.settings, **extra}
@@ -130,15 +135,9 @@ class Run:
             key = str(event.key)
             self.seen.setdefault(key if event.value is not None else "-" + key, now)
 
-    def etcd_counts(self) -> tuple[float, int]:
-        """gRPC messages etcd received so far, and its revision."""
-        text = urllib.request.urlopen(f"{self.store.endpoint}/metrics", timeout=10).read().decode()
-        received = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("grpc_server_msg_received_total{"))
-        status = urllib.request.Request(f"{self.store.endpoint}/v3/maintenance/status", data=b"{}",
-                                        method="POST")
-        answer = json.loads(urllib.request.urlopen(status, timeout=10).read())
-        return received, int(answer["header"]["revision"])
+    def counts(self) -> tuple[float, int]:
+        """Requests the datastore received so far, and its writes."""
+        return self.store.requests(), self.store.writes()
 
     def stop(self, node: ClusterNode) -> None:
         proc = self.procs.pop(node.name)
@@ -167,21 +166,22 @@ def _measure(run: Run, row: Row, n: int, reflectors: int, args: argparse.Namespa
     birds = run.bird_pids()
     cpu0 = {k: _cpu(p) for k, p in pids.items()}
     bird0 = {k: _cpu(p) for k, p in birds.items()}
-    req0, rev0 = run.etcd_counts()
+    req0, rev0 = run.counts()
     t0 = time.monotonic()
     time.sleep(args.idle)
-    req1, rev1 = run.etcd_counts()
+    req1, rev1 = run.counts()
     elapsed = time.monotonic() - t0
     row.idle_seconds = elapsed
     row.cpu_pct = [100 * (_cpu(p) - cpu0[k]) / elapsed for k, p in pids.items()]
     row.bird_cpu_pct = [100 * (_cpu(p) - bird0[k]) / elapsed for k, p in birds.items()]
     row.rss_mib = [_rss_mib(p) for p in pids.values()]
-    # The status read at each end of the window is one request of the benchmark's own.
-    row.etcd_requests_per_min = max(req1 - req0 - 1, 0) * 60 / elapsed
-    row.etcd_writes_per_min = (rev1 - rev0) * 60 / elapsed
-    say(f"idle: {statistics.mean(row.cpu_pct):.3f} % CPU per daemon, "
-        f"{row.etcd_requests_per_min:.0f} etcd requests/min, {row.etcd_writes_per_min:.0f} writes/min")
-    watch = Watch(run.backend, NODE, str(rev1), run.on_events, lambda _reason: None)
+    # The reads at each end of the window are requests of the benchmark's own.
+    row.requests_per_min = max(req1 - req0 - 2, 0) * 60 / elapsed
+    row.writes_per_min = (rev1 - rev0) * 60 / elapsed
+    say(f"idle: {statistics.mean(row.cpu_pct):.3f} % CPU per daemon, {row.requests_per_min:.0f} "
+        f"{row.datastore} requests/min, {row.writes_per_min:.0f} writes/min")
+    watch = Watch(run.backend, NODE, run.backend.list(NODE).revision, run.on_events,
+                  lambda _reason: None)
     watch.start()
     try:
         for k in range(args.joins):
@@ -220,12 +220,13 @@ def _join_and_leave(run: Run, row: Row, nodes: list[ClusterNode], index: int, ti
 def measure(label: str, mode: str, n: int, reflectors: int, args: argparse.Namespace,
             exe: list[str], say: Say) -> Row:
     peering = "-" if mode.startswith("VXLAN") else f"{reflectors} reflectors" if reflectors else "mesh"
-    row = Row(label, mode, n, peering)
+    row = Row(label, mode, n, peering, args.datastore)
     settings = dict(s.split("=", 1) for s in args.set)
-    with underlay() as ul, etcd(ul) as store, inside(ul.netns):
-        work = Path(store.data_dir).parent / "nodes"
+    with tempfile.TemporaryDirectory(prefix="calico-py-bench-") as tmp, underlay() as ul, \
+            running_store(args.datastore, ul, Path(tmp)) as store, inside(ul.netns):
+        work = Path(tmp) / "nodes"
         work.mkdir()
-        run = Run(store, work, exe, mode, settings)
+        run = Run(store, ul, work, exe, mode, settings)
         try:
             _measure(run, row, n, reflectors, args, say)
         finally:
@@ -238,6 +239,8 @@ def measure(label: str, mode: str, n: int, reflectors: int, args: argparse.Names
 
 
 def parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datastore", choices=["etcd", "kubernetes"], default="etcd",
+                   help="where the cluster's state lives")
     p.add_argument("--vxlan", default="10,25,50", help="node counts in VXLAN mode")
     p.add_argument("--bgp", default="10,20", help="node counts in BGP mode, full mesh and reflectors")
     p.add_argument("--reflectors", type=int, default=2, help="route reflectors; 0: full mesh only")
@@ -284,8 +287,9 @@ def main(argv: list[str]) -> int:
         for mode, n, reflectors in plan:
             row = measure(args.label, mode, n, reflectors, args, args.exe.split(), say)
             rows = json.loads(results.read_text()) if results.exists() else []
-            rows = [r for r in rows if (r["label"], r["mode"], r["nodes"], r["peering"])
-                    != (row.label, row.mode, row.nodes, row.peering)] + [asdict(row)]
+            rows = [r for r in rows if (r["label"], r.get("datastore", "etcd"), r["mode"], r["nodes"],
+                                        r["peering"])
+                    != (row.label, row.datastore, row.mode, row.nodes, row.peering)] + [asdict(row)]
             results.write_text(json.dumps(rows, indent=1) + "\n")
     except KeyboardInterrupt:
         print("interrupted: the namespaces and temporary files are removed", file=sys.stderr)

@@ -23,11 +23,22 @@ def _mean_max(values: list[float], digits: int = 2) -> str:
 
 
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["label"] != "before", ORDER.get(row["mode"], 9), row["peering"], row["nodes"])
+    return (row["label"] != "before", row.get("datastore", "etcd"), ORDER.get(row["mode"], 9),
+            row["peering"], row["nodes"])
 
 
 def _mode(row: dict[str, Any]) -> str:
-    return "BGP" if row["mode"] == "Off" else row["mode"]
+    mode = "BGP" if row["mode"] == "Off" else row["mode"]
+    return mode if row.get("datastore", "etcd") == "etcd" else f"{mode} (Kubernetes)"
+
+
+def _requests(row: dict[str, Any]) -> float:
+    """Per minute, idle (rows from before the Kubernetes datastore name them etcd_*)."""
+    return float(row.get("requests_per_min", row.get("etcd_requests_per_min", 0.0)))
+
+
+def _writes(row: dict[str, Any]) -> float:
+    return float(row.get("writes_per_min", row.get("etcd_writes_per_min", 0.0)))
 
 
 def render(rows: list[dict[str, Any]], command: str) -> str:
@@ -38,7 +49,7 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
         "its daemon's start); idle figures over the idle window, mean / max per node.", "",
         "| code | mode | N | peering | converge-all (s) | join p50 / max (s) | join from start p50 (s) "
         "| leave p50 / max (s) | idle CPU per daemon (% of a core) | BIRD CPU per node (%) "
-        "| RSS per daemon (MiB) | etcd requests/min idle | etcd writes/min idle |",
+        "| RSS per daemon (MiB) | datastore requests/min idle | datastore writes/min idle |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=_key):
@@ -47,8 +58,7 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
             f"| {r['label']} | {_mode(r)} | {r['nodes']} | {r['peering']} | {r['converge_s']:.2f} "
             f"| {_p50_max(r['join_s'], digits=3)} | {start} | {_p50_max(r['leave_s'], digits=3)} "
             f"| {_mean_max(r['cpu_pct'], 3)} | {_mean_max(r['bird_cpu_pct'], 3)} "
-            f"| {_mean_max(r['rss_mib'], 0)} | {r['etcd_requests_per_min']:.0f} "
-            f"| {r['etcd_writes_per_min']:.0f} |")
+            f"| {_mean_max(r['rss_mib'], 0)} | {_requests(r):.0f} | {_writes(r):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -64,12 +74,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         series.setdefault(name, []).append(r)
     figures: list[tuple[str, Callable[[dict[str, Any]], float | None]]] = [
         ("converge-all (s)", lambda r: r["converge_s"]),
-        ("join p50, from the record in etcd (s)",
+        ("join p50, from the record in the datastore (s)",
          lambda r: statistics.median(r["join_s"]) if r["join_s"] else None),
         ("leave p50 (s)", lambda r: statistics.median(r["leave_s"]) if r["leave_s"] else None),
         ("idle CPU per daemon (% of a core)", lambda r: statistics.mean(r["cpu_pct"])),
         ("RSS per daemon (MiB)", lambda r: statistics.mean(r["rss_mib"])),
-        ("etcd requests per minute, idle", lambda r: r["etcd_requests_per_min"]),
+        ("datastore requests per minute, idle", _requests),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (title, value) in zip(axes.flat, figures, strict=True):

@@ -33,7 +33,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,10 @@ class ControlPlane:
     netns: str | None       # the network namespace both listen in; None: this one
     directory: Path         # keys, certificates, etcd's data, both logs; removed on exit
     started_in: float       # seconds from starting etcd to /readyz answering 200
+    # The API server's command line and its process, for a test that takes it away for a while.
+    apiserver_argv: tuple[str, ...] = ()
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    user_tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def admin_token(self) -> str:
@@ -79,6 +83,44 @@ class ControlPlane:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
+    def kubeconfig_of(self, user: str) -> Path:
+        """A kubeconfig that authenticates as `user` (one of `users`)."""
+        path = self.directory / f"kubeconfig-{user.replace(':', '-')}"
+        _write_kubeconfig(self, path, user, self.user_tokens[user])
+        return path
+
+    def stop_apiserver(self) -> None:
+        """The API server goes away; etcd and its data stay."""
+        proc = self.processes.pop("kube-apiserver", None)
+        if proc is not None:
+            stop_process(proc)
+
+    def start_apiserver(self) -> None:
+        """The API server back, with its command line of before, once it is ready."""
+        if "kube-apiserver" in self.processes:
+            return
+        proc = _start(self.netns, self.apiserver_log, list(self.apiserver_argv))
+        self.processes["kube-apiserver"] = proc
+        _wait(lambda: _ready(self.url, self.token, self.ca_file, self.netns), proc, "kube-apiserver",
+              self.apiserver_log, APISERVER_TIMEOUT)
+
+    def requests(self) -> float:
+        """Requests the API server has answered so far (its apiserver_request_total)."""
+        _, text = self.request("GET", "/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in str(text).splitlines()
+                   if line.startswith("apiserver_request_total{"))
+
+    def writes(self) -> int:
+        """Writes the API server has answered (its apiserver_request_total), Leases apart:
+        renewing a node's liveness is the one write an idle node makes."""
+        _, text = self.request("GET", "/metrics")
+        total = 0
+        for line in str(text).splitlines():
+            if line.startswith("apiserver_request_total{") and 'resource="leases"' not in line and \
+                    any(f'verb="{verb}"' in line for verb in ("POST", "PUT", "PATCH", "DELETE")):
+                total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
     def request(self, method: str, path: str, body: Any = None,
                 timeout: float = 10.0) -> tuple[int, Any]:
         """One call as the admin: (HTTP status, the JSON answer, or the text when it is not JSON)."""
@@ -88,18 +130,22 @@ class ControlPlane:
 
 @contextmanager
 def running_control_plane(workdir: Path, netns: str | None = None, address: str = "127.0.0.1",
-                          extra_args: Sequence[str] = ()) -> Iterator[ControlPlane]:
+                          extra_args: Sequence[str] = (),
+                          users: Sequence[tuple[str, str]] = ()) -> Iterator[ControlPlane]:
     """etcd and kube-apiserver, ready (`/readyz` 200), stopped and removed on exit, also on failure.
 
     `netns`: the name of a network namespace (`ip netns exec`) to run both in,
     on its loopback; None: this namespace's loopback, on free ports. `address`:
     where the API server listens instead (e.g. an underlay's gateway, for
     nodes in other namespaces). The binaries come from scripts/go-tools.sh; a
-    failed build fails the test. `extra_args` go to kube-apiserver.
+    failed build fails the test. `extra_args` go to kube-apiserver. `users`: (name,
+    group) of more users, each with a token of its own (`user_tokens`) and nothing
+    allowed until RBAC grants it.
     """
     etcd_bin, apiserver_bin = go_tool("etcd"), go_tool("kube-apiserver")
     directory = Path(tempfile.mkdtemp(prefix="control-plane-", dir=workdir))
     processes: list[subprocess.Popen[bytes]] = []
+    cp: ControlPlane | None = None
     try:
         etcd_port, peer_port, apiserver_port = _free_ports(3, netns)
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -123,9 +169,11 @@ def running_control_plane(workdir: Path, netns: str | None = None, address: str 
         if proc.returncode != 0:
             raise RuntimeError(f"openssl genrsa failed: {proc.stderr.strip()}")
         tokens = directory / "tokens.csv"
-        tokens.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+        user_tokens = {name: secrets.token_hex(16) for name, _ in users}
+        tokens.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n' + "".join(
+            f'{user_tokens[name]},{name},{name},"{group}"\n' for name, group in users))
         cert_dir = directory / "certs"
-        apiserver = _start(netns, directory / "kube-apiserver.log", [
+        apiserver_argv = [
             str(apiserver_bin),
             f"--etcd-servers={etcd_url}",
             # Without an advertise address it takes the default route's: a bare namespace has none.
@@ -144,7 +192,8 @@ def running_control_plane(workdir: Path, netns: str | None = None, address: str 
             "--enable-priority-and-fairness=false",
             "--allow-privileged=true",
             *extra_args,
-        ])
+        ]
+        apiserver = _start(netns, directory / "kube-apiserver.log", apiserver_argv)
         processes.append(apiserver)
         # The serving certificate is written at start; its chain ends with the CA that signed it.
         ca_file = cert_dir / "apiserver.crt"
@@ -153,7 +202,9 @@ def running_control_plane(workdir: Path, netns: str | None = None, address: str 
 
         cp = ControlPlane(url=url, token=token, ca_file=ca_file,
                           kubeconfig=directory / "kubeconfig", etcd_url=etcd_url, netns=netns,
-                          directory=directory, started_in=time.monotonic() - started)
+                          directory=directory, started_in=time.monotonic() - started,
+                          apiserver_argv=tuple(apiserver_argv), user_tokens=user_tokens,
+                          processes={"etcd": etcd, "kube-apiserver": apiserver})
         _write_kubeconfig(cp)
         yield cp
     finally:
@@ -161,6 +212,8 @@ def running_control_plane(workdir: Path, netns: str | None = None, address: str 
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         try:
             for process in reversed(processes):
+                stop_process(process)
+            for process in (cp.processes.values() if cp is not None else ()):
                 stop_process(process)
             shutil.rmtree(directory, ignore_errors=True)
         finally:
@@ -245,18 +298,20 @@ def _ready(url: str, token: str, ca_file: Path, netns: str | None) -> bool:
     return status == 200
 
 
-def _write_kubeconfig(cp: ControlPlane) -> None:
+def _write_kubeconfig(cp: ControlPlane, path: Path | None = None, user: str = ADMIN_USER,
+                      token: str | None = None) -> None:
     """A kubeconfig for kubectl and the Python clients (JSON, which YAML readers take too)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "control-plane",
                       "cluster": {"server": cp.url, "certificate-authority": str(cp.ca_file)}}],
-        "users": [{"name": ADMIN_USER, "user": {"token": cp.token}}],
+        "users": [{"name": user, "user": {"token": token or cp.token}}],
         "contexts": [{"name": "control-plane",
-                      "context": {"cluster": "control-plane", "user": ADMIN_USER}}],
+                      "context": {"cluster": "control-plane", "user": user}}],
         "current-context": "control-plane",
         "preferences": {},
     }
-    cp.kubeconfig.write_text(json.dumps(config, indent=2) + "\n")
-    cp.kubeconfig.chmod(0o600)
+    path = path or cp.kubeconfig
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    path.chmod(0o600)

@@ -1,8 +1,10 @@
 """What a cluster's administrator does before the node daemons start, for the tests:
-Calico's CRDs from conf/kubernetes/crds.yaml and the daemons' namespace."""
+Calico's CRDs (conf/kubernetes/crds.yaml), the daemons' namespace, ServiceAccount and
+least-privilege roles (conf/kubernetes/rbac.yaml), applied with kubectl."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +13,37 @@ import yaml
 from cni_calico_py.datastore.kubernetes import NAMESPACE
 from tests.controlplane import ControlPlane
 
-CRDS = Path(__file__).resolve().parent.parent / "conf" / "kubernetes" / "crds.yaml"
+CONF = Path(__file__).resolve().parent.parent / "conf" / "kubernetes"
+CRDS = CONF / "crds.yaml"
+RBAC = CONF / "rbac.yaml"
+# The node daemon's identity: the ServiceAccount rbac.yaml binds its roles to.
+NODE_USER = ("system:serviceaccount:calico-py-system:calico-py-node", "system:serviceaccounts")
+
+
+def kubectl(cp: ControlPlane, *args: str) -> str:
+    """kubectl as the admin, in the control plane's namespace."""
+    import shutil
+
+    if shutil.which("kubectl") is None:
+        raise RuntimeError("kubectl is not installed: apt-get install kubernetes-client")
+    proc = subprocess.run([*(["ip", "netns", "exec", cp.netns] if cp.netns else []), "kubectl",
+                           "--kubeconfig", str(cp.kubeconfig), *args],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def install_rbac(cp: ControlPlane) -> None:
+    kubectl(cp, "apply", "-f", str(RBAC))
+
+
+def add_node(cp: ControlPlane, name: str) -> None:
+    """The Node object a kubelet registers, which the daemon then annotates."""
+    status, answer = cp.request("POST", "/api/v1/nodes",
+                                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    if status not in (201, 409):
+        raise RuntimeError(f"creating Node {name}: {status} {answer}")
 
 
 def install_crds(cp: ControlPlane, timeout: float = 30.0) -> None:

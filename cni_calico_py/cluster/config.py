@@ -53,9 +53,10 @@ class ClusterConfig(BaseModel):
     state_file: str = DEFAULT_STATE_FILE
     cni_conflist: str = DEFAULT_CONFLIST
     block_release_after_seconds: float = Field(default=600.0, gt=0)
-    # Changes arrive through an etcd watch; the resync re-reads everything (the safety net).
+    # Changes arrive through watches; the resync re-reads everything (the safety net).
     resync_seconds: float = Field(default=90.0, gt=0)
-    # The node's etcd lease: a node that stops renewing it is seen as down after this long.
+    # The node's lease (etcd, or a Kubernetes Lease): a node that stops renewing it is seen
+    # as down after this long.
     node_lease_seconds: int = Field(default=60, ge=2, le=3600)
     # A node down this long is taken out of the registry and its blocks freed; 0: never.
     dead_node_release_seconds: float = Field(default=0.0, ge=0)

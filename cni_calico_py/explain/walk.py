@@ -276,7 +276,7 @@ class _Walk:
             elif (state := self.cluster.sessions.get(ip)) is not None and state != "Established":
                 reason += f"; the BGP session to {ip} ({name}) is {state}, not Established"
         if name not in self.cluster.alive and self.cluster.alive:
-            reason += f"; node {name} is down (its etcd lease ran out)"
+            reason += f"; node {name} is down (its lease ran out)"
         return reason
 
     # -- after the node's lookup
@@ -397,7 +397,7 @@ class _Walk:
         where = f"node {name} (expected)"
         problem = None
         if self.cluster.alive and name not in self.cluster.alive:
-            problem = f"node {name} is down: its etcd lease ran out"
+            problem = f"node {name} is down: its lease ran out"
         self.hop(where, f"owns {block} (datastore); delivers by its route {self.dst} dev "
                         f"{self.veth_prefix}... scope link (run explain on {name} at {ip} to see it)",
                  problem, expected=True)

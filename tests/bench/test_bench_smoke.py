@@ -48,3 +48,16 @@ def test_bench_writes_table_and_plot(root, reference_plugins, tmp_path):
     assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "cpb" not in leftover
+
+
+@pytest.mark.parametrize("datastore", ["etcd", "kubernetes"])
+def test_cluster_bench_runs_on_either_datastore(root, tmp_path, datastore):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "cluster", "--datastore", datastore, "--vxlan", "2",
+         "--bgp", "", "--joins", "1", "--idle", "2", "--settle", "0.5", "--timeout", "60",
+         "--out", str(tmp_path), "--no-plot"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "cluster.md").read_text()
+    assert ("VXLAN (Kubernetes)" if datastore == "kubernetes" else "| VXLAN |") in table, table
+    assert "datastore writes/min idle" in table

@@ -64,6 +64,7 @@ class Cluster:
             **extra,
         }
         self.config_path(node).write_text(yaml.safe_dump(settings))
+        self.store.node_joins(str(settings["nodename"]))
         conflist = {"cniVersion": "1.0.0", "name": NETWORK, "plugins": [self.netconf(node)]}
         Path(settings["cni_conflist"]).write_text(json.dumps(conflist))
         return self.config_path(node)

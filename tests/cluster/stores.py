@@ -14,7 +14,7 @@ from cni_calico_py.datastore.etcd import EtcdBackend
 from cni_calico_py.datastore.kubernetes import KubernetesBackend
 from tests.cluster.topology import Etcd, Underlay, etcd
 from tests.controlplane import ControlPlane, running_control_plane
-from tests.kube import install_crds
+from tests.kube import NODE_USER, add_node, install_crds, install_rbac
 from tests.netns import inside
 
 PREFIX = "/calico-py/v1"
@@ -36,8 +36,14 @@ class Store(Protocol):
     def writes(self) -> int:
         """Writes so far, but for liveness renewals (which are not writes in etcd at all)."""
 
+    def requests(self) -> float:
+        """Requests the store has received so far (etcd: gRPC messages), the tests' own too."""
+
     def unreachable_words(self) -> str:
         """What a node says when the store does not answer."""
+
+    def node_joins(self, name: str) -> None:
+        """What the cluster does for a node before its daemon starts (a kubelet's Node)."""
 
 
 class EtcdStore:
@@ -62,8 +68,19 @@ class EtcdStore:
         status = json.loads(self.server.etcdctl("endpoint", "status", "-w", "json"))
         return int(status[0]["Status"]["header"]["revision"])
 
+    def requests(self) -> float:
+        import urllib.request
+
+        url = f"{self.server.local_endpoint}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("grpc_server_msg_received_total{"))
+
     def unreachable_words(self) -> str:
         return "no etcd endpoint answered"
+
+    def node_joins(self, name: str) -> None:
+        pass
 
 
 class KubernetesStore:
@@ -71,11 +88,17 @@ class KubernetesStore:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
+        # The daemons run as the node's ServiceAccount, with rbac.yaml's roles alone.
+        self.node_kubeconfig = cp.kubeconfig_of(NODE_USER[0])
 
     def node_settings(self) -> dict[str, Any]:
         # The API server's first write of a custom resource can take a few seconds.
-        return {"datastore": "kubernetes", "kubeconfig": str(self.cp.kubeconfig),
+        return {"datastore": "kubernetes", "kubeconfig": str(self.node_kubeconfig),
                 "etcd_timeout_seconds": 5}
+
+    def node_joins(self, name: str) -> None:
+        with inside(f"/run/netns/{self.cp.netns}"):
+            add_node(self.cp, name)
 
     def client(self) -> Backend:
         return KubernetesBackend(str(self.cp.kubeconfig), 3.0)
@@ -89,6 +112,9 @@ class KubernetesStore:
     def writes(self) -> int:
         return self.cp.writes()
 
+    def requests(self) -> float:
+        return self.cp.requests()
+
     def unreachable_words(self) -> str:
         return "did not answer"
 
@@ -100,7 +126,8 @@ def running_store(kind: str, ul: Underlay, workdir: Path) -> Iterator[Store]:
         with etcd(ul) as server:
             yield EtcdStore(server)
         return
-    with running_control_plane(workdir, ul.name, address=ul.gateway) as cp:
+    with running_control_plane(workdir, ul.name, address=ul.gateway, users=[NODE_USER]) as cp:
         with inside(f"/run/netns/{ul.name}"):
             install_crds(cp)
+        install_rbac(cp)
         yield KubernetesStore(cp)

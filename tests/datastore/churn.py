@@ -1,21 +1,24 @@
 """Claims and releases blocks for one node in a loop, until killed: the kill test's victim.
 
-    python -m tests.datastore.churn ENDPOINT PREFIX NODE POOL SEED
+    python -m tests.datastore.churn SETTINGS_JSON NODE POOL SEED
+
+SETTINGS_JSON: the datastore's settings (datastore/settings.py, as the node state has them).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from ipaddress import IPv4Network
 
 from cni_calico_py.datastore.errors import DatastoreError
-from cni_calico_py.datastore.etcd import EtcdBackend
 from cni_calico_py.datastore.ownership import BlockOwnership
+from cni_calico_py.datastore.settings import DatastoreSettings, open_backend
 
 
-def main(endpoint: str, prefix: str, node: str, pool: str, seed: str) -> None:
-    ownership = BlockOwnership(EtcdBackend([endpoint], prefix, 3.0))
+def main(settings: str, node: str, pool: str, seed: str) -> None:
+    ownership = BlockOwnership(open_backend(DatastoreSettings.from_dict(json.loads(settings))))
     rng = random.Random(seed)
     network = IPv4Network(pool)
     while True:
@@ -30,4 +33,4 @@ def main(endpoint: str, prefix: str, node: str, pool: str, seed: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:5])
