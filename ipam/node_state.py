@@ -42,6 +42,9 @@ class NodeState:
     blocks: tuple[str, ...] = field(default_factory=tuple)
     # VXLAN/IPIP: the first address of the first block belongs to the tunnel device.
     tunnel_address: str | None = None
+    # The format the file had when read: an older one differs from any state the daemon
+    # makes, so the daemon writes the file anew.
+    format: int = FORMAT
 
     @property
     def networks(self) -> list[IPv4Network]:
@@ -66,7 +69,8 @@ def read(path: str) -> NodeState | None:
         raise CNIError(Code.IO_FAILURE, f"cannot read the node state {path}: {err}; "
                        "restarting `calico-py node` rewrites it", path) from None
     try:
-        if data.pop("format", None) == 1:
+        data["format"] = int(data.get("format", 1))
+        if data["format"] == 1:
             data["datastore"] = {"etcd_endpoints": data.pop("etcd_endpoints"),
                                  "etcd_prefix": data.pop("etcd_prefix"),
                                  "timeout_seconds": data.pop("etcd_timeout_seconds")}
@@ -83,7 +87,8 @@ def read(path: str) -> NodeState | None:
 def write(path: str, state: NodeState) -> None:
     """Replace the file whole: a reader sees the old state or the new one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    data = {"format": FORMAT, **asdict(state), "datastore": state.datastore.to_dict()}
+    fields = {k: v for k, v in asdict(state).items() if k != "format"}
+    data = {"format": FORMAT, **fields, "datastore": state.datastore.to_dict()}
     files.replace(path, json.dumps(data, indent=2) + "\n")
 
 

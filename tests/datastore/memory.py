@@ -113,7 +113,7 @@ class MemoryBackend:
 
     def list(self, kind: str, node: str | None = None) -> Listing:
         with self._lock:
-            self._enter(f"list {kind}")
+            self._enter(f"list {kind}" + (f" of {node}" if node is not None else ""))
             items = [KVPair(k, v, str(r)) for k, (v, r) in sorted(self.data.items(), key=str)
                      if k.kind == kind and not (node is not None and isinstance(v, Affinity | Handle)
                                                 and v.node != node)]

@@ -73,6 +73,9 @@ def test_nodes_see_each_others_blocks(tmp_path: Path, backend: MemoryBackend):
     n1.sync()
     assert b1 != b2
     assert n1.routing.applied[-1] == ("n1", {b1: "n1", b2: "n2"})  # type: ignore[attr-defined]
+    # A node reads only its own affinities, never the cluster's (the costly list at scale).
+    lists = [c for c in backend.calls if c.startswith(f"list {AFFINITY}")]
+    assert lists and all(c in (f"list {AFFINITY} of n1", f"list {AFFINITY} of n2") for c in lists)
 
 
 def test_a_claim_a_kill_cut_short_is_finished_before_the_node_uses_a_block(tmp_path, backend):
