@@ -1,5 +1,10 @@
 import sys
 
+if sys.argv[1:2] == ["cluster-sim"]:
+    from bench.cluster_sim import main as sim_main
+
+    raise SystemExit(sim_main(sys.argv[2:]))
+
 if sys.argv[1:2] == ["cluster"]:
     from bench.cluster import main as cluster_main
 
