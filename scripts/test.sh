@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 bash scripts/install-client-deps.sh .venv
-# kubelet, critest, crictl and cnitool from the Go module proxy: minutes on a
-# fresh machine, nothing once cached. Built here so a failure names the program.
+# kubelet, critest, crictl, cnitool, etcd 3.6 and kube-apiserver from the Go
+# module proxy: minutes on a fresh machine, nothing once cached. Built here so a
+# failure names the program.
 bash scripts/go-tools.sh all >/dev/null
 
 .venv/bin/ruff check .
