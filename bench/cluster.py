@@ -155,8 +155,13 @@ def _measure(run: Run, row: Row, n: int, reflectors: int, args: argparse.Namespa
         run.start(node)
     last_start = time.monotonic()
     say(f"{row.mode} N={n} {row.peering}: {n} daemons started; waiting for every route")
-    wait_for(lambda: all(run.routes.count(x.name) >= n - 1 for x in nodes), timeout=args.timeout,
-             interval=0.05, what="every node routing every other node's block")
+    try:
+        wait_for(lambda: all(run.routes.count(x.name) >= n - 1 for x in nodes), timeout=args.timeout,
+                 interval=0.05, what="every node routing every other node's block")
+    except AssertionError:
+        counts = {x.name: run.routes.count(x.name) for x in nodes}
+        raise AssertionError(f"routes seen per node: {counts}; route reader: "
+                             f"{run.routes.failed or 'running'}") from None
     blocks = {x.name: run.block(x) for x in nodes}
     row.converge_s = max(run.routes.added(x.name, blocks[y.name]) or 0 for x in nodes for y in nodes
                          if x is not y) - last_start

@@ -47,7 +47,7 @@ def parse(data: bytes) -> list[tuple[bool, IPv4Network]]:
                 at += (alen + 3) & ~3
             if family == socket.AF_INET and rtype == _RTN_UNICAST and _RTA_GATEWAY in attrs:
                 dst = socket.inet_ntoa(attrs.get(_RTA_DST, b"\0\0\0\0"))
-                found.append((kind == _RTM_NEWROUTE, IPv4Network(f"{dst}/{dst_len}")))
+                found.append((kind == _RTM_NEWROUTE, IPv4Network(f"{dst}/{dst_len}", strict=False)))
         offset += (length + 3) & ~3
     return found
 
@@ -62,6 +62,8 @@ class RouteWatch:
         self.gone: dict[tuple[str, IPv4Network], float] = {}
         self._socks: dict[int, tuple[str, socket.socket]] = {}
         self._stop = False
+        # Why the reading thread ended early, if it did.
+        self.failed: str | None = None
         self._thread = threading.Thread(target=self._run, name="routewatch", daemon=True)
         self._thread.start()
 
@@ -103,6 +105,13 @@ class RouteWatch:
             return self.gone.get((node, block))
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception as err:  # the benchmark then says why its counts stopped
+            self.failed = f"{type(err).__name__}: {err}"
+            raise
+
+    def _follow(self) -> None:
         while not self._stop:
             with self.lock:
                 fds = list(self._socks)

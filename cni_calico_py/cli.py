@@ -77,6 +77,8 @@ def _parser(program: str) -> argparse.ArgumentParser:
     node.add_argument("--method", help="detect-ip: the method to try instead of the config's "
                       "(first-found, can-reach=IP, interface=REGEX, cidr=CIDR)")
     node.add_argument("--json", action="store_true", help="status or config as JSON")
+    node.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                      help="what to log on stderr (default: info for run, else warning)")
     repaired = sub.add_parser(
         "repairs", help="what the agent and the node daemon put back on this node lately",
         description="The node's recent repairs, oldest first: when, by whom, what was found "
@@ -146,7 +148,7 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
     from .datastore.registry import remove_node
     from .datastore.settings import open_backend
 
-    logs.configure("info" if options.action == "run" else "warning")
+    logs.configure(options.log_level or ("info" if options.action == "run" else "warning"))
     try:
         conf, sources = config.load_with_sources(options.config)
         if options.action == "config":

@@ -70,7 +70,8 @@ class NodeDaemon:
         self.wake = threading.Event()
         self._lock = threading.Lock()
         self._view: Cluster | None = None
-        self._watches: list[Watch] = []
+        # The watch of each kind the view follows; events of any other are dropped.
+        self._watches: dict[str, Watch] = {}
         # Blocks of this node whose claims it has checked (ownership.recover): none yet.
         self._recovered: set[IPv4Network] | None = None
         self._watch_ended: str | None = None
@@ -116,22 +117,33 @@ class NodeDaemon:
         view = read_cluster(self.backend)
         with self._lock:
             self._view = view
-        if watch:
-            self._stop_watches()
-            self._watch_ended = None
-            self._watches = [Watch(self.backend, kind, view.revisions[kind], self._on_events,
-                                   self._on_watch_end) for kind in FOLLOWED]
-            for each in self._watches:
-                each.start()
+            if watch:
+                self._watch_ended = None
+                for kind in FOLLOWED:
+                    self._follow(kind, view.revisions[kind])
+
+    def _follow(self, kind: str, revision: str) -> None:
+        """Watch `kind` after `revision` (a listing just taken into the view), in place of the
+        kind's earlier watch, whose late events are dropped from now on: they could undo
+        what the listing has newer. Called with the lock held."""
+        old = self._watches.pop(kind, None)
+        if old is not None:
+            old.stop()
+        new = Watch(self.backend, kind, revision, lambda events: self._on_events(new, events),
+                    self._on_watch_end)
+        self._watches[kind] = new
+        new.start()
 
     def _stop_watches(self) -> None:
-        for each in self._watches:
-            each.stop()
-        self._watches = []
-
-    def _on_events(self, events: list[WatchEvent]) -> None:
         with self._lock:
-            changed = self._view is not None and self._view.apply(events)
+            watches, self._watches = list(self._watches.values()), {}
+        for each in watches:
+            each.stop()
+
+    def _on_events(self, watch: Watch, events: list[WatchEvent]) -> None:
+        with self._lock:
+            current = self._watches.get(watch.kind) is watch
+            changed = current and self._view is not None and self._view.apply(events)
         if changed:
             if self._event_at is None:
                 self._event_at = time.monotonic()
@@ -148,10 +160,15 @@ class NodeDaemon:
             return self._view.node_list(), self._view.owners(), self._view.alive()
 
     def _reread_blocks(self) -> None:
+        """The blocks as the datastore has them now. The blocks' watch starts again after
+        this listing: an event it delivered while the listing was on its way may be newer
+        than the listing, and is delivered again rather than lost."""
         listing = self.backend.list(BLOCK)
         with self._lock:
             if self._view is not None:
                 self._view.take(BLOCK, listing)
+                if BLOCK in self._watches:
+                    self._follow(BLOCK, listing.revision)
 
     def _learn(self, record: NodeRecord) -> None:
         """What this daemon just wrote, before its watch event arrives."""

@@ -17,10 +17,11 @@ import pytest
 from cni_calico_py.cluster.config import ClusterConfig
 from cni_calico_py.cluster.daemon import NodeDaemon
 from cni_calico_py.datastore.errors import DatastoreUnavailable, PoolExhausted
-from cni_calico_py.datastore.model import AFFINITY, NODE, Affinity, Block, Key, NodeRecord
+from cni_calico_py.datastore.model import AFFINITY, BLOCK, NODE, Affinity, Block, Key, NodeRecord
 from cni_calico_py.datastore.ownership import BlockOwnership
 from ipam import node_state
 from tests.datastore.memory import MemoryBackend
+from tests.netns import wait_for
 
 POOL = "10.66.0.0/24"
 
@@ -124,3 +125,21 @@ def test_a_dead_node_is_removed_after_its_grace_and_its_blocks_freed(tmp_path, b
     assert [kv.key.name for kv in backend.list(NODE).items] == ["n1"]
     assert set(BlockOwnership(backend).blocks().values()) == {"n1"}
     assert backend.list(AFFINITY, node="n2").items == []
+
+
+def test_a_block_listing_older_than_an_applied_event_loses_nothing(tmp_path, backend):
+    """A node re-reads the blocks (its own claim, an ADD's); a block whose event its watch
+    delivered while that listing was on its way must stay in its view."""
+    n1 = daemon(tmp_path, backend, "n1")
+    n1.refresh()
+    try:
+        stale = backend.list(BLOCK)  # taken before n2's block exists, answered late
+        cidr = BlockOwnership(backend).claim("n2", IPv4Network(POOL), 26)
+        wait_for(lambda: cidr in n1._known()[1], what="n2's block by the watch")
+        real_list = backend.list
+        backend.list = lambda kind, node=None: stale if kind == BLOCK else real_list(kind, node)
+        n1._reread_blocks()
+        backend.list = real_list
+        wait_for(lambda: cidr in n1._known()[1], what="n2's block delivered again")
+    finally:
+        n1._stop_watches()
