@@ -31,12 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
-from types import FrameType
 
 import yaml
 
@@ -47,7 +45,7 @@ from tests.cluster.stores import Store, running_store
 from tests.cluster.topology import ClusterNode, Underlay, underlay
 from tests.netns import inside, wait_for
 
-from . import cluster_report
+from . import cluster_report, session
 from .routewatch import RouteWatch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,7 +143,7 @@ class Run:
         proc.wait(30)
 
 
-Say = Callable[[str], None]
+Say = session.Say
 
 
 def _measure(run: Run, row: Row, n: int, reflectors: int, args: argparse.Namespace, say: Say) -> None:
@@ -263,23 +261,13 @@ def parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench cluster", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser(p)
     args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the benchmark creates network namespaces")
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
-    t0 = time.monotonic()
-
-    def say(what: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f}s] {what}", file=sys.stderr, flush=True)
+    say = session.begin()
 
     plan = [("VXLAN", int(n), 0) for n in args.vxlan.split(",") if n.strip()]
     for n in (int(x) for x in args.bgp.split(",") if x.strip()):

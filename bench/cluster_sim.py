@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -47,10 +46,12 @@ from tests.cluster.stores import EtcdStore, KubernetesStore, Store, running_stor
 from tests.cluster.topology import underlay
 from tests.netns import inside, wait_for
 
+from . import session
+
 REPO = Path(__file__).resolve().parent.parent
 POOL = IPv4Network("10.128.0.0/12")
 OnBlock = Callable[[str, IPv4Network, float], None]
-Say = Callable[[str], None]
+Say = session.Say
 
 
 @dataclass
@@ -200,9 +201,6 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench cluster-sim", description=__doc__,
@@ -216,14 +214,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="output directory")
     p.add_argument("--name", default="cluster-sim", help="file name (without suffix) of the outputs")
     args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the benchmark creates network namespaces")
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
-    t0 = time.monotonic()
-
-    def say(what: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f}s] {what}", file=sys.stderr, flush=True)
+    say = session.begin()
 
     results = args.out / f"{args.name}.json"
     args.out.mkdir(parents=True, exist_ok=True)
