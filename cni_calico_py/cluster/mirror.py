@@ -60,6 +60,8 @@ class Mirror:
     def __init__(self, backend: Backend, conf: ClusterConfig) -> None:
         self.backend = backend
         self.conf = conf
+        # The IPAM store's directory: None before the first mirror, "" while the conflist
+        # names none (then only a resync looks again).
         self._store: str | None = None
         self._stamp: int | None = None
         # The node's handles as the datastore has them; None until read.
@@ -70,6 +72,8 @@ class Mirror:
         """Whether the store changed since the last mirror (cheap: one stat)."""
         if self._store is None:
             return True
+        if not self._store:
+            return False
         try:
             stamp = os.stat(self._store).st_mtime_ns
         except OSError:
@@ -94,9 +98,9 @@ class Mirror:
             view = network_view(self.conf.cni_conflist)
         except (ConflistError, CNIError) as err:
             log.debug("not mirroring addresses: %s", err)
+            self._store = ""
             return 0
-        if self._store is None:
-            self._store = view.store
+        self._store = view.store
         try:
             self._stamp = os.stat(view.store).st_mtime_ns
         except OSError:

@@ -24,3 +24,18 @@ def test_allocations_point_at_attributes_and_freed_addresses_queue_last() -> Non
     freed = mirrored_block(block, {IPv4Address("10.66.0.5"): ("net.c2", "")}, "n1")
     assert freed.unallocated == (0, 1, 3, 4, 6, 7, 2)
     assert mirrored_block(freed, {IPv4Address("10.66.0.5"): ("net.c2", "")}, "n1") == freed
+
+
+def test_without_a_store_the_mirror_stops_asking(tmp_path) -> None:
+    """A node whose conflist names no store (or none yet) must not be woken twice a second."""
+    from cni_calico_py.cluster.config import ClusterConfig
+    from cni_calico_py.cluster.mirror import Mirror
+    from tests.datastore.memory import MemoryBackend
+
+    conf = ClusterConfig.model_validate({
+        "etcd_endpoints": ["http://127.0.0.1:1"], "pool": "10.66.0.0/24", "nodename": "n1",
+        "cni_conflist": str(tmp_path / "missing.conflist")})
+    mirror = Mirror(MemoryBackend(), conf)
+    assert mirror.changed(), "before the first mirror: look"
+    assert mirror.apply([], {}) == 0
+    assert not mirror.changed()
