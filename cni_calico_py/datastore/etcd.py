@@ -281,6 +281,8 @@ class EtcdWatch:
             except requests.RequestException as err:
                 if not self._closed.is_set():
                     raise DatastoreUnavailable(f"the watch of {start} broke: {err}") from None
+            finally:
+                response.close()
             return
         raise DatastoreUnavailable(f"no etcd endpoint took the watch ({'; '.join(problems)})")
 
@@ -317,16 +319,16 @@ class EtcdWatch:
         return found
 
     def close(self) -> None:
+        """Ends the iteration from another thread: the connection is shut down, which
+        unblocks the watching thread's read; that thread closes it (closing it here could
+        hand its descriptor to another connection while the read still uses it)."""
         self._closed.set()
         response = self._response
         if response is not None:
-            # Unblocks the read in the watching thread.
             with suppress(Exception):
                 sock = socket.fromfd(response.raw.fileno(), socket.AF_INET, socket.SOCK_STREAM)
                 sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
-            with suppress(Exception):
-                response.close()
 
 
 class EtcdLiveness:

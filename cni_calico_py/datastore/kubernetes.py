@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import suppress
@@ -309,27 +310,40 @@ class KubernetesWatch:
         self.revision = revision
         self._closed = threading.Event()
         self._http = backend._client(read_timeout=WATCH_SECONDS + 30)
+        self._reply: httpx.Response | None = None
 
     def __iter__(self) -> Iterator[list[WatchEvent]]:
-        while not self._closed.is_set():
-            params = {"watch": "1", "resourceVersion": self.revision, "allowWatchBookmarks": "true",
-                      "timeoutSeconds": str(WATCH_SECONDS)}
-            try:
-                with self._http.stream("GET", self.backend.collection(self.kind), params=params) as reply:
-                    if reply.status_code == 410:
-                        raise ResyncNeeded(f"version {self.revision} of {self.kind} is gone")
-                    if reply.status_code >= 300:
-                        reply.read()
-                        raise DatastoreUnavailable(f"the watch of {self.kind} was refused: "
-                                                   f"{reply.status_code} {_message(reply)}")
-                    for line in reply.iter_lines():
-                        events = self._events(line)
-                        if events:
-                            yield events
-            except httpx.HTTPError as err:
+        try:
+            while not self._closed.is_set():
+                yield from self._once()
+        finally:
+            self._http.close()
+
+    def _once(self) -> Iterator[list[WatchEvent]]:
+        """One watch request, until the server ends it."""
+        params = {"watch": "1", "resourceVersion": self.revision, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(WATCH_SECONDS)}
+        try:
+            with self._http.stream("GET", self.backend.collection(self.kind), params=params) as reply:
+                self._reply = reply
                 if self._closed.is_set():
                     return
-                raise DatastoreUnavailable(f"the watch of {self.kind} broke: {err}") from None
+                if reply.status_code == 410:
+                    raise ResyncNeeded(f"version {self.revision} of {self.kind} is gone")
+                if reply.status_code >= 300:
+                    reply.read()
+                    raise DatastoreUnavailable(f"the watch of {self.kind} was refused: "
+                                               f"{reply.status_code} {_message(reply)}")
+                for line in reply.iter_lines():
+                    events = self._events(line)
+                    if events:
+                        yield events
+        except httpx.HTTPError as err:
+            if self._closed.is_set():
+                return
+            raise DatastoreUnavailable(f"the watch of {self.kind} broke: {err}") from None
+        finally:
+            self._reply = None
 
     def _events(self, line: str) -> list[WatchEvent]:
         if not line.strip():
@@ -354,8 +368,19 @@ class KubernetesWatch:
         return [WatchEvent(Key(self.kind, name), value, version)]
 
     def close(self) -> None:
+        """Ends the iteration from another thread. The connection is shut down, never
+        closed, here: closing it would free its descriptor while the watching thread still
+        reads it, and the next connection opened (another watch's) would get that number
+        and have its TLS records read by both. The watching thread closes its client."""
         self._closed.set()
-        self._http.close()
+        reply = self._reply
+        stream = reply.extensions.get("network_stream") if reply is not None else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with suppress(OSError):
+                unblock = socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+                unblock.shutdown(socket.SHUT_RDWR)
+                unblock.close()
 
 
 class KubernetesLiveness:
