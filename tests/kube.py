@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from cni_calico_py.datastore.kubernetes import NAMESPACE
+from cni_calico_py.datastore.kubernetes_objects import NAMESPACE
 from tests.controlplane import ControlPlane
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "kubernetes"

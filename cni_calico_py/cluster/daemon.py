@@ -37,22 +37,22 @@ from ipam.node_state import NodeState
 from ..core.logs import log
 from ..datastore.backend import Backend
 from ..datastore.errors import DatastoreError, PoolExhausted
-from ..datastore.model import BLOCK, Cluster, NodeRecord, WatchEvent
+from ..datastore.model import NodeRecord
 from ..datastore.ownership import BlockOwnership
-from ..datastore.registry import FOLLOWED, ensure_pool, read_cluster, register
+from ..datastore.registry import ensure_pool, register
 from ..datastore.settings import open_backend
 from ..repairer import Repairer
 from . import overlay, peers
 from .addresses import AddressMonitor
 from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
+from .follower import Follower
 from .kernel_events import KernelMonitor
 from .liveness import DeadNodes, Liveness
 from .metrics import NodeMetrics
 from .mirror import Mirror
 from .release import IdleBlocks
 from .routing import Routing
-from .watch import Watch
 
 MAX_BACKOFF = 30.0
 # Changes arriving together (a node's block, record and lease) are applied once.
@@ -68,10 +68,7 @@ class NodeDaemon:
         self.pool = conf.pool
         self.routing = Routing(conf)
         self.wake = threading.Event()
-        self._lock = threading.Lock()
-        self._view: Cluster | None = None
-        # The watch of each kind the view follows; events of any other are dropped.
-        self._watches: dict[str, Watch] = {}
+        self.follower = Follower(self.backend, self._on_change, self._on_watch_end)
         # Blocks of this node whose claims it has checked (ownership.recover): none yet.
         self._recovered: set[IPv4Network] | None = None
         self._watch_ended: str | None = None
@@ -114,67 +111,18 @@ class NodeDaemon:
     # -- what the daemon knows of the cluster
     def refresh(self, watch: bool = True) -> None:
         """List everything (the safety net) and follow it with new watches from there."""
-        view = read_cluster(self.backend)
-        with self._lock:
-            self._view = view
-            if watch:
-                self._watch_ended = None
-                for kind in FOLLOWED:
-                    self._follow(kind, view.revisions[kind])
+        if watch:
+            self._watch_ended = None
+        self.follower.refresh(watch)
 
-    def _follow(self, kind: str, revision: str) -> None:
-        """Watch `kind` after `revision` (a listing just taken into the view), in place of the
-        kind's earlier watch, whose late events are dropped from now on: they could undo
-        what the listing has newer. Called with the lock held."""
-        old = self._watches.pop(kind, None)
-        if old is not None:
-            old.stop()
-        new = Watch(self.backend, kind, revision, lambda events: self._on_events(new, events),
-                    self._on_watch_end)
-        self._watches[kind] = new
-        new.start()
-
-    def _stop_watches(self) -> None:
-        with self._lock:
-            watches, self._watches = list(self._watches.values()), {}
-        for each in watches:
-            each.stop()
-
-    def _on_events(self, watch: Watch, events: list[WatchEvent]) -> None:
-        with self._lock:
-            current = self._watches.get(watch.kind) is watch
-            changed = current and self._view is not None and self._view.apply(events)
-        if changed:
-            if self._event_at is None:
-                self._event_at = time.monotonic()
-            self.wake.set()
+    def _on_change(self) -> None:
+        if self._event_at is None:
+            self._event_at = time.monotonic()
+        self.wake.set()
 
     def _on_watch_end(self, reason: str) -> None:
         self._watch_ended = reason
         self.wake.set()
-
-    def _known(self) -> tuple[list[NodeRecord], dict[IPv4Network, str], set[str]]:
-        with self._lock:
-            if self._view is None:
-                self._view = read_cluster(self.backend)
-            return self._view.node_list(), self._view.owners(), self._view.alive()
-
-    def _reread_blocks(self) -> None:
-        """The blocks as the datastore has them now. The blocks' watch starts again after
-        this listing: an event it delivered while the listing was on its way may be newer
-        than the listing, and is delivered again rather than lost."""
-        listing = self.backend.list(BLOCK)
-        with self._lock:
-            if self._view is not None:
-                self._view.take(BLOCK, listing)
-                if BLOCK in self._watches:
-                    self._follow(BLOCK, listing.revision)
-
-    def _learn(self, record: NodeRecord) -> None:
-        """What this daemon just wrote, before its watch event arrives."""
-        with self._lock:
-            if self._view is not None:
-                self._view.nodes[record.name] = record
 
     def _mine(self, owners: dict[IPv4Network, str]) -> list[IPv4Network]:
         """The node's blocks of the pool, their claims checked whenever the set changes:
@@ -184,9 +132,9 @@ class NodeDaemon:
         named = {b for b, o in owners.items() if o == name and b.subnet_of(self.pool)}
         if named != self._recovered:
             self.ownership.recover(name)
-            self._reread_blocks()
+            self.follower.reread_blocks()
             owners.clear()
-            owners.update(self._known()[1])
+            owners.update(self.follower.known()[1])
             named = set(self.ownership.owned(name, self.pool))
             self._recovered = named
         return sorted(named)
@@ -198,12 +146,12 @@ class NodeDaemon:
             ensure_pool(self.backend, self.conf.ippool)
         with node_state.locked(self.conf.state_file):
             previous = node_state.read(self.conf.state_file)
-            nodes, owners, alive = self._known()
+            nodes, owners, alive = self.follower.known()
             if previous and any(owners.get(b) != name for b in previous.networks):
                 # An ADD claimed a block the watch has not brought yet (or the node
                 # was removed): ask the datastore itself before writing the state.
-                self._reread_blocks()
-                nodes, owners, alive = self._known()
+                self.follower.reread_blocks()
+                nodes, owners, alive = self.follower.known()
             owned = self._mine(owners)
             if not owned:
                 block = self.ownership.claim(name, self.pool, self.conf.block_size)
@@ -222,15 +170,13 @@ class NodeDaemon:
         me = self.record(state.tunnel_address)
         if next((n for n in nodes if n.name == name), None) != me:
             register(self.backend, me)
-            self._learn(me)
+            self.follower.learn(me)
         everyone = [n for n in nodes if n.name != name] + [me]
         self.routing.apply(me, everyone, owners, force)
         self.dead.follow(everyone, alive)
         if force or self._store_changed:
             self._store_changed = False
-            with self._lock:
-                known = dict(self._view.blocks) if self._view is not None else {}
-            self.mirror.apply(owned, known)
+            self.mirror.apply(owned, self.follower.blocks())
         return state
 
     def _tunnel_address(self, owned: list[IPv4Network],
@@ -314,20 +260,13 @@ class NodeDaemon:
                 next_refresh = time.monotonic() + delay
                 delay = min(delay * 2, MAX_BACKOFF)
             due = min(next_refresh, next_idle_check, self.dead.removal_due(), self.routing.recheck_at,
-                      self._next_lapse())
+                      self.follower.next_lapse())
             timeout = max(due - time.monotonic(), 0.0)
             if self.wake.wait(timeout) and not stop.is_set():
                 stop.wait(SETTLE_SECONDS)
             self.wake.clear()
-        self._stop_watches()
+        self.follower.stop()
         self.routing.close()
-
-    def _next_lapse(self) -> float:
-        """When a live node's liveness lapses unless renewed (monotonic), for backends
-        where nobody sends an event then (a Kubernetes Lease)."""
-        with self._lock:
-            at = self._view.next_expiry() if self._view is not None else None
-        return float("inf") if at is None else time.monotonic() + max(at - time.time(), 0) + 0.05
 
 
 def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:

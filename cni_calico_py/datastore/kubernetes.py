@@ -22,27 +22,30 @@ that version is gone (410).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import socket
-import threading
-from collections.abc import Iterator
 from contextlib import suppress
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from ..core.logs import log
 from . import kubeconfig
-from .errors import AlreadyExists, Conflict, DatastoreUnavailable, NotFound, ResyncNeeded
+from .errors import AlreadyExists, Conflict, DatastoreUnavailable, NotFound
+from .kubernetes_objects import (
+    BY_NODE,
+    CUSTOM,
+    GROUP,
+    HOSTNAME_HASH,
+    NAMESPACE,
+    decode,
+    hostname_hash,
+    node_annotations,
+    node_record,
+    now,
+)
+from .kubernetes_watch import WATCH_SECONDS, KubernetesWatch, error_message, error_reason
 from .model import (
-    AFFINITY,
-    BLOCK,
-    HANDLE,
     LIVENESS,
     NODE,
-    POOL,
     Affinity,
     Block,
     Handle,
@@ -53,81 +56,7 @@ from .model import (
     NodeRecord,
     Pool,
     Value,
-    WatchEvent,
 )
-
-GROUP = "crd.projectcalico.org/v1"
-NAMESPACE = "calico-py-system"
-CUSTOM = {AFFINITY: ("blockaffinities", "BlockAffinity"), BLOCK: ("ipamblocks", "IPAMBlock"),
-          POOL: ("ippools", "IPPool"), HANDLE: ("ipamhandles", "IPAMHandle")}
-# Kinds a node lists only its own of, by the label of its name's hash.
-BY_NODE = (AFFINITY, HANDLE)
-HOSTNAME_HASH = "projectcalico.org/hostname-hash"
-ANNOTATIONS = {
-    "ip": "projectcalico.org/IPv4Address",
-    "as_number": "projectcalico.org/ASNumber",
-    "tunnel_address": "projectcalico.org/IPv4VXLANTunnelAddr",
-    "vtep_mac": "projectcalico.org/VXLANTunnelMACAddr",
-    "route_reflector": "projectcalico.org/RouteReflectorClusterID",
-}
-# The server ends a watch after this long; it is resumed from the last version seen.
-WATCH_SECONDS = 300
-
-
-def hostname_hash(node: str) -> str:
-    """A label value for any node name (label values are at most 63 characters)."""
-    return hashlib.sha256(node.encode()).hexdigest()[:40]
-
-
-def node_record(node: dict[str, Any]) -> NodeRecord | None:
-    """The record a Node's annotations hold, None when the node has not registered."""
-    notes = (node.get("metadata") or {}).get("annotations") or {}
-    try:
-        return NodeRecord(node["metadata"]["name"], notes[ANNOTATIONS["ip"]],
-                          int(notes[ANNOTATIONS["as_number"]]), notes[ANNOTATIONS["vtep_mac"]],
-                          notes.get(ANNOTATIONS["tunnel_address"]) or None,
-                          notes.get(ANNOTATIONS["route_reflector"]) or None)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def node_annotations(record: NodeRecord | None) -> dict[str, str | None]:
-    """The annotations to merge into the Node: None removes one."""
-    if record is None:
-        return dict.fromkeys(ANNOTATIONS.values())
-    return {ANNOTATIONS["ip"]: record.ip, ANNOTATIONS["as_number"]: str(record.as_number),
-            ANNOTATIONS["vtep_mac"]: record.vtep_mac,
-            ANNOTATIONS["tunnel_address"]: record.tunnel_address,
-            ANNOTATIONS["route_reflector"]: record.route_reflector}
-
-
-def _time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def decode(kind: str, obj: dict[str, Any]) -> Value | None:
-    if kind == NODE:
-        return node_record(obj)
-    spec = obj.get("spec") or {}
-    if kind == LIVENESS:
-        return Liveness(obj["metadata"]["name"], float(spec.get("leaseDurationSeconds") or 0),
-                        _time(spec.get("renewTime")) or 0.0)
-    if kind == AFFINITY:
-        return Affinity.from_spec(spec)
-    if kind == POOL:
-        return Pool.from_spec(obj["metadata"]["name"], spec)
-    if kind == HANDLE:
-        return Handle.from_spec(spec)
-    return Block.from_spec(spec)
 
 
 class KubernetesBackend:
@@ -168,11 +97,11 @@ class KubernetesBackend:
                                        f"{self.connection.server} did not answer ({err})") from None
         if response.status_code < 300:
             return dict(response.json())
-        message = _message(response)
+        message = error_message(response)
         if response.status_code == 404:
             raise NotFound(f"{what}: {message}")
         if response.status_code == 409:
-            reason = _reason(response)
+            reason = error_reason(response)
             if reason == "AlreadyExists":
                 raise AlreadyExists(f"{what}: {message}")
             raise Conflict(f"{what}: {message}")
@@ -189,7 +118,7 @@ class KubernetesBackend:
         if isinstance(value, Liveness):
             return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
                     "spec": {"holderIdentity": value.node, "leaseDurationSeconds": int(value.ttl),
-                             "renewTime": _now()}}
+                             "renewTime": now()}}
         assert isinstance(value, Affinity | Block | Pool | Handle)
         if isinstance(value, Affinity):
             metadata["labels"] = {HOSTNAME_HASH: hostname_hash(value.node),
@@ -278,109 +207,14 @@ class KubernetesBackend:
         return Listing(items, str(answer["metadata"]["resourceVersion"]))
 
     def watch(self, kind: str, revision: str) -> KubernetesWatch:
-        return KubernetesWatch(self, kind, revision)
+        return KubernetesWatch(self._client(read_timeout=WATCH_SECONDS + 30), self.collection(kind),
+                               kind, revision)
 
     def liveness(self, node: str, ttl: int) -> KubernetesLiveness:
         return KubernetesLiveness(self, node, ttl)
 
     def close(self) -> None:
         self.http.close()
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("message") or response.text)
-    except ValueError:
-        return response.text.strip()[:200]
-
-
-def _reason(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("reason") or "")
-    except ValueError:
-        return ""
-
-
-class KubernetesWatch:
-    """A watch of one kind, resumed from the last version seen whenever the server ends it."""
-
-    def __init__(self, backend: KubernetesBackend, kind: str, revision: str) -> None:
-        self.backend = backend
-        self.kind = kind
-        self.revision = revision
-        self._closed = threading.Event()
-        self._http = backend._client(read_timeout=WATCH_SECONDS + 30)
-        self._reply: httpx.Response | None = None
-
-    def __iter__(self) -> Iterator[list[WatchEvent]]:
-        try:
-            while not self._closed.is_set():
-                yield from self._once()
-        finally:
-            self._http.close()
-
-    def _once(self) -> Iterator[list[WatchEvent]]:
-        """One watch request, until the server ends it."""
-        params = {"watch": "1", "resourceVersion": self.revision, "allowWatchBookmarks": "true",
-                  "timeoutSeconds": str(WATCH_SECONDS)}
-        try:
-            with self._http.stream("GET", self.backend.collection(self.kind), params=params) as reply:
-                self._reply = reply
-                if self._closed.is_set():
-                    return
-                if reply.status_code == 410:
-                    raise ResyncNeeded(f"version {self.revision} of {self.kind} is gone")
-                if reply.status_code >= 300:
-                    reply.read()
-                    raise DatastoreUnavailable(f"the watch of {self.kind} was refused: "
-                                               f"{reply.status_code} {_message(reply)}")
-                for line in reply.iter_lines():
-                    events = self._events(line)
-                    if events:
-                        yield events
-        except httpx.HTTPError as err:
-            if self._closed.is_set():
-                return
-            raise DatastoreUnavailable(f"the watch of {self.kind} broke: {err}") from None
-        finally:
-            self._reply = None
-
-    def _events(self, line: str) -> list[WatchEvent]:
-        if not line.strip():
-            return []
-        message = json.loads(line)
-        kind, obj = message.get("type"), message.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise ResyncNeeded(f"version {self.revision} of {self.kind} is gone: {obj.get('message')}")
-            raise DatastoreUnavailable(f"the watch of {self.kind} failed: {obj.get('message')}")
-        version = str((obj.get("metadata") or {}).get("resourceVersion") or self.revision)
-        self.revision = version
-        if kind == "BOOKMARK":
-            return []
-        name = obj["metadata"]["name"]
-        value = None if kind == "DELETED" else decode(self.kind, obj)
-        # A Node without the annotations is no registered node: a deletion (for one that
-        # never had them, a deletion of nothing).
-        if self.kind != NODE and value is None and kind != "DELETED":
-            log.warning("skipping %s %s: not a value this version reads", self.kind, name)
-            return []
-        return [WatchEvent(Key(self.kind, name), value, version)]
-
-    def close(self) -> None:
-        """Ends the iteration from another thread. The connection is shut down, never
-        closed, here: closing it would free its descriptor while the watching thread still
-        reads it, and the next connection opened (another watch's) would get that number
-        and have its TLS records read by both. The watching thread closes its client."""
-        self._closed.set()
-        reply = self._reply
-        stream = reply.extensions.get("network_stream") if reply is not None else None
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is not None:
-            with suppress(OSError):
-                unblock = socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM)
-                unblock.shutdown(socket.SHUT_RDWR)
-                unblock.close()
 
 
 class KubernetesLiveness:

@@ -9,8 +9,9 @@ from ipaddress import IPv4Network
 from ..core.logs import log
 from .backend import Backend
 from .errors import AlreadyExists, Conflict, NotFound
-from .model import BLOCK, LIVENESS, NODE, Cluster, Key, KVPair, NodeRecord, Pool
+from .model import BLOCK, LIVENESS, NODE, Key, KVPair, NodeRecord, Pool
 from .ownership import BlockOwnership
+from .view import Cluster
 
 # The kinds a node follows; affinities it reads only for itself (ownership.recover).
 FOLLOWED = (NODE, BLOCK, LIVENESS)

@@ -9,13 +9,14 @@ from ipaddress import IPv4Network
 import pytest
 
 from cni_calico_py.datastore.errors import DatastoreUnavailable, ResyncNeeded
-from cni_calico_py.datastore.etcd import EtcdBackend, EtcdWatch, decode, range_end
+from cni_calico_py.datastore.etcd import EtcdBackend
+from cni_calico_py.datastore.etcd_codec import decode, range_end
+from cni_calico_py.datastore.etcd_watch import EtcdWatch
 from cni_calico_py.datastore.model import (
     BLOCK,
     LIVENESS,
     NODE,
     Block,
-    Cluster,
     Key,
     Listing,
     Liveness,
@@ -24,6 +25,7 @@ from cni_calico_py.datastore.model import (
     cidr_from_name,
     cidr_name,
 )
+from cni_calico_py.datastore.view import Cluster
 
 PREFIX = "/calico-py/v1"
 BACKEND = EtcdBackend(["http://127.0.0.1:1"], PREFIX, 1.0)
@@ -42,7 +44,7 @@ def put(key: str, value: str, revision: int) -> dict[str, object]:
 
 
 def test_events_of_a_stream_split_anywhere() -> None:
-    watch = EtcdWatch(BACKEND, BLOCK, 5)
+    watch = EtcdWatch(BACKEND.endpoints, 1.0, BACKEND.layout, BLOCK, 5)
     created = json.dumps({"result": {"header": {}, "created": True}}).encode() + b"\n"
     stream = created + response(put("blocks/192.168.0.0-26", '{"node": "n1"}', 5)) + response(
         {"type": "DELETE", "kv": {"key": b64(f"{PREFIX}/blocks/192.168.0.64-26"), "mod_revision": "6"}})
@@ -60,13 +62,14 @@ def test_events_of_a_stream_split_anywhere() -> None:
 ])
 def test_a_compacted_or_cancelled_watch_ends(message: dict[str, object], error: type, words: str) -> None:
     with pytest.raises(error, match=words):
-        list(EtcdWatch(BACKEND, NODE, 1)._batches([json.dumps(message).encode() + b"\n"]))
+        watch = EtcdWatch(BACKEND.endpoints, 1.0, BACKEND.layout, NODE, 1)
+        list(watch._batches([json.dumps(message).encode() + b"\n"]))
 
 
 def test_blocks_keep_their_keys_from_before_affinities() -> None:
     """A node upgraded in place reads the blocks it wrote before: same key, older value."""
     cidr = IPv4Network("10.88.0.64/26")
-    assert BACKEND.path(Key(BLOCK, cidr_name(cidr))) == f"{PREFIX}/blocks/10.88.0.64-26"
+    assert BACKEND.layout.path(Key(BLOCK, cidr_name(cidr))) == f"{PREFIX}/blocks/10.88.0.64-26"
     assert decode(BLOCK, "10-88-0-64-26", b'{"node": "n1", "claimed": 1.5}') == Block(cidr, "host:n1")
     assert cidr_from_name("n-1-10-88-0-64-26") == cidr and cidr_from_name("junk") is None
     assert decode(BLOCK, "10-88-0-64-26", b"not json") is None

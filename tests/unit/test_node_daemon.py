@@ -135,11 +135,11 @@ def test_a_block_listing_older_than_an_applied_event_loses_nothing(tmp_path, bac
     try:
         stale = backend.list(BLOCK)  # taken before n2's block exists, answered late
         cidr = BlockOwnership(backend).claim("n2", IPv4Network(POOL), 26)
-        wait_for(lambda: cidr in n1._known()[1], what="n2's block by the watch")
+        wait_for(lambda: cidr in n1.follower.known()[1], what="n2's block by the watch")
         real_list = backend.list
         backend.list = lambda kind, node=None: stale if kind == BLOCK else real_list(kind, node)
-        n1._reread_blocks()
+        n1.follower.reread_blocks()
         backend.list = real_list
-        wait_for(lambda: cidr in n1._known()[1], what="n2's block delivered again")
+        wait_for(lambda: cidr in n1.follower.known()[1], what="n2's block delivered again")
     finally:
-        n1._stop_watches()
+        n1.follower.stop()
