@@ -44,9 +44,10 @@ def _writes(row: dict[str, Any]) -> float:
 def render(rows: list[dict[str, Any]], command: str) -> str:
     lines = [
         "# Cluster scale", "",
-        f"`{command}`; one underlay, one etcd, N node namespaces on one machine. Joins and",
-        "leaves: p50 / max over the runs; join from the new node's record in etcd (and from",
-        "its daemon's start); idle figures over the idle window, mean / max per node.", "",
+        f"`{command}`; one underlay, one datastore (etcd, or the Kubernetes API on etcd),",
+        "N node namespaces on one machine. Joins and leaves: p50 / max over the runs; join",
+        "from the new node's record in the datastore (and from its daemon's start); idle",
+        "figures over the idle window, mean / max per node.", "",
         "| code | mode | N | peering | converge-all (s) | join p50 / max (s) | join from start p50 (s) "
         "| leave p50 / max (s) | idle CPU per daemon (% of a core) | BIRD CPU per node (%) "
         "| RSS per daemon (MiB) | datastore requests/min idle | datastore writes/min idle |",

@@ -138,11 +138,12 @@ def measure(kind: str, n: int, args: argparse.Namespace, say: Say) -> SimRow:
         nodes = [SimNode(f"sim-{i:04d}", store.client(), seen) for i in range(n)]
         started = time.monotonic()
         try:
+            # Renewals from the start, as each daemon renews from its first second: a slow
+            # start must not let the first nodes' liveness lapse.
+            threading.Thread(target=_renew, args=(nodes, stop), daemon=True).start()
             blocks = [node.join() for node in nodes]
             for node in nodes:
                 node.follow()
-            stop = threading.Event()
-            threading.Thread(target=_renew, args=(nodes, stop), daemon=True).start()
             names = [node.name for node in nodes]
             # Every node has seen every block: by its watch, or already in its list.
             with seen.lock:
