@@ -6,6 +6,7 @@ by the cluster tests; these check what it decides and writes.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network
@@ -143,3 +144,22 @@ def test_a_block_listing_older_than_an_applied_event_loses_nothing(tmp_path, bac
         wait_for(lambda: cidr in n1.follower.known()[1], what="n2's block delivered again")
     finally:
         n1.follower.stop()
+
+
+def test_an_idle_extra_block_goes_back_and_the_home_block_stays(tmp_path, backend):
+    """Over the node's real IPAM store (files) and the in-memory datastore."""
+    conflist = tmp_path / "10-calico-py.conflist"
+    state_file = tmp_path / "n1" / "node-state.json"
+    conflist.write_text(json.dumps({"cniVersion": "1.0.0", "name": "net", "plugins": [{
+        "type": "calico-py", "ipam": {"type": "calico-py-ipam", "dataDir": str(tmp_path / "ipam"),
+                                      "nodeStateFile": str(state_file)}}]}))
+    n1 = daemon(tmp_path, backend, "n1", cni_conflist=str(conflist), block_release_after_seconds=0.01)
+    home = n1.sync().networks[0]
+    extra = BlockOwnership(backend).claim("n1", IPv4Network(POOL), 26)
+    n1.follower.reread_blocks()
+    assert n1.sync().networks == [home, extra]
+    for _ in range(3):  # idle once, out of the node state, then given back one check later
+        time.sleep(n1.idle.check_seconds + 0.02)
+        n1.idle.release()
+    assert BlockOwnership(backend).owned("n1", IPv4Network(POOL)) == [home]
+    assert node_state.read(str(state_file)).networks == [home]  # type: ignore[union-attr]
