@@ -72,7 +72,8 @@ class EtcdStore:
         import urllib.request
 
         url = f"{self.server.local_endpoint}/metrics"
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        with inside(f"/run/netns/{self.server.underlay.name}"):
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith("grpc_server_msg_received_total{"))
 
