@@ -139,7 +139,7 @@ def _explain(options: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def _node(options: argparse.Namespace, stdout: TextIO) -> int:
-    from .cluster import autodetect, config, daemon, status
+    from .cluster import autodetect, config, serve, status
     from .cluster.bird import BirdError
     from .cluster.overlay import OverlayError
     from .core import logs
@@ -167,7 +167,7 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
         if options.action == "detect-ip":
             stdout.write(f"{node_ip}\n")
             return 0
-        return daemon.serve(conf, str(node_ip), options.once)
+        return serve.serve(conf, str(node_ip), options.once)
     except (CNIError, autodetect.NodeIPError, DatastoreError, OverlayError, BirdError) as err:
         print(f"calico-py node {options.action}: {err}", file=sys.stderr)
         return 1

@@ -25,11 +25,9 @@ blocks; the daemon retries with a backoff and logs each attempt.
 from __future__ import annotations
 
 import ipaddress
-import signal
 import threading
 import time
 from ipaddress import IPv4Network
-from typing import Any
 
 from ipam import node_state
 from ipam.node_state import NodeState
@@ -41,14 +39,11 @@ from ..datastore.model import NodeRecord
 from ..datastore.ownership import BlockOwnership
 from ..datastore.registry import ensure_pool, register
 from ..datastore.settings import open_backend
-from ..repairer import Repairer
-from . import overlay, peers
-from .addresses import AddressMonitor
+from . import peers
 from .blocks import home_first, vtep_mac
 from .config import ClusterConfig
 from .follower import Follower
-from .kernel_events import KernelMonitor
-from .liveness import DeadNodes, Liveness
+from .liveness import DeadNodes
 from .metrics import NodeMetrics
 from .mirror import Mirror
 from .release import IdleBlocks
@@ -267,52 +262,3 @@ class NodeDaemon:
             self.wake.clear()
         self.follower.stop()
         self.routing.close()
-
-
-def serve(conf: ClusterConfig, node_ip: str, once: bool) -> int:
-    # A server, not a pipe's writer (entry.py gives command-line tools the default
-    # SIGPIPE): a metrics scraper or etcd closing early is an error to handle, not a death.
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    overlay.preflight(conf.routing_mode)
-    daemon = NodeDaemon(conf, node_ip)
-    if once:
-        daemon.refresh(watch=False)
-        state = daemon.sync(force=True)
-        daemon.routing.close()
-        log.info("node %s synced once: blocks %s", state.nodename, ", ".join(state.blocks))
-        return 0
-    if conf.metrics_port is not None:
-        metrics = daemon.metrics = NodeMetrics(conf)
-        daemon.routing.on_repair = metrics.repaired
-        metrics.serve(conf.metrics_port)
-        log.info("node %s: metrics on http://127.0.0.1:%d/metrics", conf.nodename, conf.metrics_port)
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
-        daemon.wake.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("node %s (%s) starting against %s", conf.nodename, node_ip,
-             conf.datastore_settings.describe())
-    AddressMonitor(daemon.on_address_change).start()
-    daemon.mirror.follow(daemon.on_store_change, stop)
-    # Before the first sync: whatever is undone from then on wakes the daemon.
-    KernelMonitor(conf.pool, daemon.on_kernel_change).start()
-    # The pods' own wiring too, for a node that runs no agent (with one, both
-    # repair, and neither writes what the other put back).
-    pods = Repairer(daemon.metrics.repaired_pod if daemon.metrics else lambda _what: None,
-                    "node", conf.state_file)
-    threading.Thread(target=pods.run, args=(stop.is_set,), name="pod-repairer",
-                     daemon=True).start()
-    # Its own client: the lease is renewed from another thread.
-    liveness = Liveness(open_backend(conf.datastore_settings), conf.nodename, conf.node_lease_seconds)
-    try:
-        liveness.renew()
-    except DatastoreError as err:
-        log.warning("node %s: no lease yet: %s", conf.nodename, err)
-    liveness.start(stop)
-    daemon.run(stop)
-    log.info("node %s stopped", conf.nodename)
-    return 0
