@@ -45,7 +45,7 @@ from tests.cluster.stores import Store, running_store
 from tests.cluster.topology import ClusterNode, Underlay, underlay
 from tests.netns import inside, wait_for
 
-from . import cluster_report, session
+from . import cluster_report, startup
 from .routewatch import RouteWatch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ class Run:
         proc.wait(30)
 
 
-Say = session.Say
+Say = startup.Say
 
 
 def _measure(run: Run, row: Row, n: int, reflectors: int, args: argparse.Namespace, say: Say) -> None:
@@ -267,7 +267,7 @@ def main(argv: list[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser(p)
     args = p.parse_args(argv)
-    say = session.begin()
+    say = startup.begin()
 
     plan = [("VXLAN", int(n), 0) for n in args.vxlan.split(",") if n.strip()]
     for n in (int(x) for x in args.bgp.split(",") if x.strip()):

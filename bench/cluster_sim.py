@@ -46,12 +46,12 @@ from tests.cluster.stores import EtcdStore, KubernetesStore, Store, running_stor
 from tests.cluster.topology import underlay
 from tests.netns import inside, wait_for
 
-from . import session
+from . import startup
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = IPv4Network("10.128.0.0/12")
 OnBlock = Callable[[str, IPv4Network, float], None]
-Say = session.Say
+Say = startup.Say
 
 
 @dataclass
@@ -215,7 +215,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="output directory")
     p.add_argument("--name", default="cluster-sim", help="file name (without suffix) of the outputs")
     args = p.parse_args(argv)
-    say = session.begin()
+    say = startup.begin()
 
     results = args.out / f"{args.name}.json"
     args.out.mkdir(parents=True, exist_ok=True)
