@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds pinned upstream Go programs from the Go module proxy and prints their paths.
 #
-#   scripts/go-tools.sh cnitool|crictl|critest|etcd|kube-apiserver|kubelet|all ...
+#   scripts/go-tools.sh cnitool|crictl|critest|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kube-proxy|kubelet|all ...
 #
 # Versions: scripts/go-tools.versions. Everything goes to a cache outside the
 # repository, CALICO_PY_GO_TOOLS (default /var/cache/calico-py/go-tools):
@@ -18,7 +18,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 CACHE="$(realpath -m "${CALICO_PY_GO_TOOLS:-/var/cache/calico-py/go-tools}")"
 GO="${GO:-/usr/local/go/bin/go}"
-PROGRAMS=(cnitool crictl critest etcd kube-apiserver kubelet)
+PROGRAMS=(cnitool crictl critest etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy
+          kubelet)
 
 export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOPATH="$CACHE/gopath"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 GOWORK=off
@@ -38,7 +39,8 @@ version_of() {
         cnitool) echo "$CNI_VERSION" ;;
         crictl | critest) echo "$CRI_TOOLS_VERSION" ;;
         etcd) echo "$ETCD_VERSION" ;;
-        kube-apiserver | kubelet) echo "$KUBERNETES_VERSION" ;;
+        kube-*) echo "$KUBERNETES_VERSION" ;;
+        kubelet) echo "$KUBERNETES_VERSION" ;;
     esac
 }
 
@@ -125,7 +127,7 @@ build() {
             (etcd_module "$src" "$mod") || return
             (cd "$mod" && "$GO" build -trimpath -o "$out" go.etcd.io/etcd/server/v3)
             ;;
-        kube-apiserver | kubelet)
+        kube-* | kubelet)
             # One module per program: two of these builds may run at once.
             src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")" || return
             mod="$CACHE/$program/$KUBERNETES_VERSION/module"
@@ -171,7 +173,8 @@ wanted=()
 for arg in "$@"; do
     case "$arg" in
         all) wanted+=("${PROGRAMS[@]}") ;;
-        cnitool | crictl | critest | etcd | kube-apiserver | kubelet) wanted+=("$arg") ;;
+        cnitool | crictl | critest | etcd | kube-apiserver | kube-controller-manager | kube-scheduler \
+            | kube-proxy | kubelet) wanted+=("$arg") ;;
         *) usage ;;
     esac
 done

@@ -48,6 +48,13 @@ ADMIN_USER = "admin"
 ETCD_TIMEOUT = 30.0
 # kube-apiserver 1.36 took a few seconds on 2 cores; a loaded machine takes longer.
 APISERVER_TIMEOUT = 120.0
+# The API server alone: loopback is no valid endpoint, so nothing writes the
+# `kubernetes` service's endpoints, and no controller-manager makes service accounts.
+_BARE_ARGS = ("--endpoint-reconciler-type=none", "--authorization-mode=RBAC",
+              "--disable-admission-plugins=ServiceAccount")
+# With kubelets and a controller-manager: each kubelet may touch only its own
+# node's objects, as in any real cluster.
+_CLUSTER_ARGS = ("--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction")
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,8 @@ class ControlPlane:
 @contextmanager
 def running_control_plane(workdir: Path, netns: str | None = None, address: str = "127.0.0.1",
                           extra_args: Sequence[str] = (),
-                          users: Sequence[tuple[str, str]] = ()) -> Iterator[ControlPlane]:
+                          users: Sequence[tuple[str, str]] = (),
+                          controllers: bool = False) -> Iterator[ControlPlane]:
     """etcd and kube-apiserver, ready (`/readyz` 200), stopped and removed on exit, also on failure.
 
     `netns`: the name of a network namespace (`ip netns exec`) to run both in,
@@ -140,7 +148,9 @@ def running_control_plane(workdir: Path, netns: str | None = None, address: str 
     nodes in other namespaces). The binaries come from scripts/go-tools.sh; a
     failed build fails the test. `extra_args` go to kube-apiserver. `users`: (name,
     group) of more users, each with a token of its own (`user_tokens`) and nothing
-    allowed until RBAC grants it.
+    allowed until RBAC grants it. `controllers`: a controller-manager and kubelets
+    will join (tests/k8s): pods get service-account tokens, kubelets are authorized
+    as nodes, and the `kubernetes` service's endpoint is `address`.
     """
     etcd_bin, apiserver_bin = go_tool("etcd"), go_tool("kube-apiserver")
     directory = Path(tempfile.mkdtemp(prefix="control-plane-", dir=workdir))
@@ -177,18 +187,14 @@ def running_control_plane(workdir: Path, netns: str | None = None, address: str 
             str(apiserver_bin),
             f"--etcd-servers={etcd_url}",
             # Without an advertise address it takes the default route's: a bare namespace has none.
-            # Loopback is no valid endpoint, so nothing writes the `kubernetes` service's endpoints.
             f"--bind-address={address}", f"--advertise-address={address}",
-            "--endpoint-reconciler-type=none",
             f"--secure-port={apiserver_port}",
             f"--cert-dir={cert_dir}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={key}", f"--service-account-signing-key-file={key}",
             f"--token-auth-file={tokens}",
-            "--authorization-mode=RBAC",
-            # No controller-manager makes service accounts' tokens.
-            "--disable-admission-plugins=ServiceAccount",
+            *(_CLUSTER_ARGS if controllers else _BARE_ARGS),
             "--enable-priority-and-fairness=false",
             "--allow-privileged=true",
             *extra_args,

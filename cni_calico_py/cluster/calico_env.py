@@ -107,6 +107,10 @@ SIMPLE: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "NODENAME": ("nodename", _nodename),
     "ETCD_ENDPOINTS": ("etcd_endpoints", _endpoints),
     "KUBECONFIG": ("kubeconfig", lambda _variable, value: value),
+    # calico-py's own: how soon a node that stopped renewing is shown down, and
+    # then removed with its blocks given back (a DaemonSet's settings ConfigMap).
+    "CALICO_PY_NODE_LEASE_SECONDS": ("node_lease_seconds", _integer(2, 3600)),
+    "CALICO_PY_DEAD_NODE_RELEASE_SECONDS": ("dead_node_release_seconds", _integer(0, 31536000)),
 }
 VARIABLES = (*SIMPLE, *ENCAPSULATION_VARIABLES, "CALICO_NETWORKING_BACKEND", "DATASTORE_TYPE")
 
