@@ -5,6 +5,8 @@
 #   make install [DESTDIR=<dir>]  # <dir>/opt/cni/bin/calico-py{,-ipam}, <dir>/etc/cni/net.d/,
 #                                 # the agent's unit in <dir>/lib/systemd/system/ (not enabled)
 #   make uninstall [DESTDIR=<dir>]
+#   make image                    # dist/calico-py-image.tar: the node image (docker-archive,
+#                                 # for `ctr images import`), offline; scripts/build_image.py
 #   make test                     # scripts/test.sh
 #   make clean
 #   DIST=<dir> BUILD=<dir> put the build and its scratch files elsewhere
@@ -34,6 +36,7 @@ EXE      := $(APP)/$(NAME)
 # What /opt/cni/bin/calico-py{,-ipam} point at: forwards to the agent, else
 # executes $(EXE) (launcher/launcher.c says why it is C).
 LAUNCHER := $(APP)/launcher
+IMAGE    := $(DIST)/$(NAME)-image.tar
 CC       ?= cc
 CFLAGS   ?= -O2 -Wall -Wextra -Werror
 SOURCES  := $(shell find cni_calico_py ipam -name '*.py' -not -path '*/__pycache__/*') \
@@ -44,7 +47,7 @@ NET := $(DESTDIR)$(CNI_NET_DIR)
 SYSTEMD := $(DESTDIR)$(SYSTEMD_DIR)
 ETC := $(DESTDIR)/etc/calico-py
 
-.PHONY: build install uninstall test clean
+.PHONY: build install uninstall image test clean
 
 build: $(EXE) $(LAUNCHER)
 
@@ -82,6 +85,10 @@ uninstall:
 	rm -f $(addprefix $(SYSTEMD)/,$(notdir $(UNITS))) $(addprefix $(ETC)/,$(notdir $(EXAMPLES)))
 	rm -f $(NET)/$(notdir $(CONFLIST)).new
 	if cmp -s $(CONFLIST) $(NET)/$(notdir $(CONFLIST)); then rm -f $(NET)/$(notdir $(CONFLIST)); fi
+
+# Always rewritten: besides the build, it holds the host's bird2, busybox and libraries.
+image: $(EXE) $(LAUNCHER)
+	$(PYTHON) scripts/build_image.py --dist $(DIST) --out $(IMAGE)
 
 test:
 	bash scripts/test.sh

@@ -2,21 +2,27 @@
 
 No registry is reachable from the test machines, so the sandbox image is
 built from Debian's busybox-static: one layer, a config and a manifest, the
-layout `docker save` writes and `ctr images import` reads.
+layout `docker save` writes and `ctr images import` reads. The writer is the
+one scripts/build_image.py makes the node image with.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
+import importlib.util
 import shutil
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .helpers import require, run
+
+# Loaded by its path: scripts/ is not a package, and making it one (or
+# putting it on sys.path) only so the tests can reach one file would be the
+# bigger surprise; this way exactly that file is what runs.
+_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_image.py"
+_spec = importlib.util.spec_from_file_location("calico_py_build_image", _SCRIPT)
+assert _spec is not None and _spec.loader is not None, _SCRIPT
+_build_image = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_build_image)
 
 # PID 1 of the sandbox: sleeps until the runtime stops it.
 SANDBOX_ENTRYPOINT = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done"]
@@ -41,22 +47,6 @@ def busybox_rootfs(dest: Path) -> Path:
     return dest
 
 
-def _layer(rootfs: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(rootfs.rglob("*")):
-            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(rootfs)))
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mtime = 0
-            if info.isfile():
-                with path.open("rb") as src:
-                    tar.addfile(info, src)
-            else:
-                tar.addfile(info)
-    return buf.getvalue()
-
-
 def docker_archive(rootfs: Path, tar_path: Path, tag: str,
                    entrypoint: Sequence[str] | None = tuple(SANDBOX_ENTRYPOINT),
                    cmd: Sequence[str] | None = None, exposed_ports: Sequence[str] = ()) -> Path:
@@ -66,34 +56,5 @@ def docker_archive(rootfs: Path, tar_path: Path, tag: str,
     the entrypoint out (as busybox's image does, running `cmd`), and
     `exposed_ports` ("80/tcp") are listed as the image's own.
     """
-    layer = _layer(rootfs)
-    layer_digest = hashlib.sha256(layer).hexdigest()
-    image_config: dict[str, Any] = {"Env": ["PATH=/bin"], "WorkingDir": "/"}
-    if entrypoint is not None:
-        image_config["Entrypoint"] = list(entrypoint)
-    if cmd is not None:
-        image_config["Cmd"] = list(cmd)
-    if exposed_ports:
-        image_config["ExposedPorts"] = {port: {} for port in exposed_ports}
-    config = json.dumps({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": image_config,
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "tests/clients/images.py"}],
-    }, sort_keys=True).encode()
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = json.dumps([{
-        "Config": config_name,
-        "RepoTags": [tag],
-        "Layers": [f"{layer_digest}/layer.tar"],
-    }]).encode()
-    with tarfile.open(tar_path, "w") as tar:
-        for name, data in ((f"{layer_digest}/layer.tar", layer), (config_name, config),
-                           ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return tar_path
+    return Path(_build_image.docker_archive(rootfs, tar_path, tag, entrypoint=entrypoint, cmd=cmd,
+                                            exposed_ports=exposed_ports))
