@@ -103,7 +103,37 @@ def _parser(program: str) -> argparse.ArgumentParser:
                          help="cluster config file; without it the node runs alone "
                          "(default: %(default)s)")
     explain.add_argument("--json", action="store_true", help="the hops as JSON")
+    _install_cni_parser(sub)
     return parser
+
+
+def _install_cni_parser(sub: Any) -> None:
+    install = sub.add_parser(
+        "install-cni", help="put the plugin on this node from its image (the DaemonSet's "
+        "init container)",
+        description="Copy the frozen build into the node's CNI bin dir as calico-py.d/ with "
+        "calico-py and calico-py-ipam linked to its launcher (as `make install`; the old build "
+        "is exchanged whole), write a kubeconfig from the pod's service account (not with "
+        "DATASTORE_TYPE=etcdv3), and last the conflist from $CNI_NETWORK_CONFIG (or the file "
+        "$CNI_NETWORK_CONFIG_FILE), in which __KUBECONFIG_FILEPATH__ becomes the kubeconfig's "
+        "path on the node.")
+    install.add_argument("--source", metavar="DIR",
+                         help="the build to install (default: the frozen build running this)")
+    install.add_argument("--bin-dir", metavar="DIR",
+                         help="the node's CNI bin dir as mounted here (default: $CNI_BIN_DIR, "
+                         "else /host/opt/cni/bin)")
+    install.add_argument("--conf-dir", metavar="DIR",
+                         help="the node's CNI conf dir as mounted here (default: $CNI_CONF_DIR, "
+                         "else /host/etc/cni/net.d)")
+    install.add_argument("--host-conf-dir", metavar="DIR",
+                         help="the same directory as the node sees it, for the kubeconfig's path "
+                         "(default: $CNI_NET_DIR, else /etc/cni/net.d)")
+    install.add_argument("--conf-name", metavar="NAME",
+                         help="the conflist's file name (default: $CNI_CONF_NAME, else "
+                         "10-calico-py.conflist)")
+    install.add_argument("--service-account", metavar="DIR",
+                         help="where the pod's token and ca.crt are (default: "
+                         "/var/run/secrets/kubernetes.io/serviceaccount)")
 
 
 def _write_node_config(values: dict[str, Any], sources: dict[str, str], as_json: bool,
@@ -246,6 +276,12 @@ def run_cli(args: list[str], program: str, stdout: TextIO) -> int:
         return _explain(options, stdout)
     if options.command == "repairs":
         return _repairs(options.since, options.json, stdout)
+    if options.command == "install-cni":
+        from .install.command import Options, run
+
+        return run(Options(options.source, options.bin_dir, options.conf_dir,
+                           options.host_conf_dir, options.conf_name, options.service_account),
+                   os.environ, sys.stderr)
     if options.command == "ipam" and options.ipam_command == "show":
         from ipam.show import show
 

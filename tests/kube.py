@@ -1,12 +1,15 @@
 """What a cluster's administrator does before the node daemons start, for the tests:
-Calico's CRDs (conf/kubernetes/crds.yaml), the daemons' namespace, ServiceAccount and
-least-privilege roles (conf/kubernetes/rbac.yaml), applied with kubectl."""
+Calico's CRDs, and the daemons' namespace, ServiceAccount and least-privilege roles,
+taken by kind from conf/kubernetes/calico-py.yaml (the tests run daemons of their own,
+not its DaemonSet)."""
 
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,9 +17,11 @@ from cni_calico_py.datastore.kubernetes_objects import NAMESPACE
 from tests.controlplane import ControlPlane
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "kubernetes"
-CRDS = CONF / "crds.yaml"
-RBAC = CONF / "rbac.yaml"
-# The node daemon's identity: the ServiceAccount rbac.yaml binds its roles to.
+MANIFEST = CONF / "calico-py.yaml"
+CRD_KINDS = frozenset({"CustomResourceDefinition"})
+RBAC_KINDS = frozenset({"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                        "Role", "RoleBinding"})
+# The node daemon's identity: the ServiceAccount the manifest binds its roles to.
 NODE_USER = ("system:serviceaccount:calico-py-system:calico-py-node", "system:serviceaccounts")
 
 
@@ -34,8 +39,17 @@ def kubectl(cp: ControlPlane, *args: str) -> str:
     return proc.stdout
 
 
+def manifest_documents(kinds: frozenset[str]) -> list[dict[str, Any]]:
+    """The manifest's documents of these kinds, in its order."""
+    return [doc for doc in yaml.safe_load_all(MANIFEST.read_text())
+            if doc and doc.get("kind") in kinds]
+
+
 def install_rbac(cp: ControlPlane) -> None:
-    kubectl(cp, "apply", "-f", str(RBAC))
+    with tempfile.NamedTemporaryFile("w", prefix="calico-py-rbac-", suffix=".yaml") as file:
+        yaml.safe_dump_all(manifest_documents(RBAC_KINDS), file)
+        file.flush()
+        kubectl(cp, "apply", "-f", file.name)
 
 
 def add_node(cp: ControlPlane, name: str) -> None:
@@ -47,8 +61,8 @@ def add_node(cp: ControlPlane, name: str) -> None:
 
 
 def install_crds(cp: ControlPlane, timeout: float = 30.0) -> None:
-    """Create every CRD of crds.yaml and wait until the API serves each of them."""
-    docs = [d for d in yaml.safe_load_all(CRDS.read_text()) if d]
+    """Create every CRD of the manifest and wait until the API serves each of them."""
+    docs = manifest_documents(CRD_KINDS)
     for doc in docs:
         status, answer = cp.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc)
         if status not in (201, 409):

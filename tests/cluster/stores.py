@@ -89,7 +89,7 @@ class KubernetesStore:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
-        # The daemons run as the node's ServiceAccount, with rbac.yaml's roles alone.
+        # The daemons run as the node's ServiceAccount, with the manifest's roles alone.
         self.node_kubeconfig = cp.kubeconfig_of(NODE_USER[0])
 
     def node_settings(self) -> dict[str, Any]:
