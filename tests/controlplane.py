@@ -54,7 +54,9 @@ _BARE_ARGS = ("--endpoint-reconciler-type=none", "--authorization-mode=RBAC",
               "--disable-admission-plugins=ServiceAccount")
 # With kubelets and a controller-manager: each kubelet may touch only its own
 # node's objects, as in any real cluster.
-_CLUSTER_ARGS = ("--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction")
+# (A node's name resolves nowhere here: the API server reaches kubelets by address.)
+_CLUSTER_ARGS = ("--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+                 "--kubelet-preferred-address-types=InternalIP")
 
 
 @dataclass(frozen=True)

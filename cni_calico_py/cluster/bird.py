@@ -178,9 +178,15 @@ class Bird:
 
     def _start(self) -> None:
         self._validate(self.conf_path)
+        # A pid file left behind: the BIRD before was killed (its DaemonSet pod
+        # replaced), not stopped, and the routes it wrote are still in the kernel.
+        # Recovery (-R) keeps them until the peers have sent everything again,
+        # as they keep this node's routes meanwhile (`graceful restart` in the config).
+        recovery = ["-R"] if self._pid() is not None else []
         # BIRD daemonizes (and closes our pipes) itself, so it outlives the node
         # daemon: restarting the daemon must not withdraw this node's routes.
-        proc = _run("bird", "-c", self.conf_path, "-s", self.socket_path, "-P", self.pid_path)
+        proc = _run("bird", "-c", self.conf_path, "-s", self.socket_path, "-P", self.pid_path,
+                    *recovery)
         self.started_at = time.monotonic()
         if proc.returncode != 0:
             raise BirdError(f"BIRD did not start: {(proc.stderr or proc.stdout).strip()}")

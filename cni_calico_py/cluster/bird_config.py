@@ -49,6 +49,8 @@ log "{log}" all;
 router id {me};
 # peer_states() splits `show protocols` on whitespace: the time must be one word.
 timeformat protocol iso short ms;
+# A recovery after a restart waits this long at most for a peer that does not come back.
+graceful restart wait 10;
 
 # The node's own blocks, announced to the peers; the pods' /32 routes stay out of BIRD.
 # A route reflector passes on the blocks it learned, too.
@@ -78,6 +80,9 @@ protocol kernel {{
   merge paths on;
   # Otherwise every route gets `metric 32`, unlike the routes Calico's nodes have.
   metric 0;
+  # A BIRD started again (a new DaemonSet pod) keeps the routes its killed
+  # predecessor left in the kernel until its peers have sent everything again.
+  graceful restart on;
 {learn}  ipv4 {{
     import {kernel_import};
     export filter calico_py_kernel_export;
@@ -110,6 +115,9 @@ protocol bgp {name} {{
 {hops}{passive}{client}  connect delay time 1;
   connect retry time 1;
   error wait time 1, 5;
+  # A peer whose BIRD was killed (its pod replaced) stays routed while it comes
+  # back; one that stops in order (a Cease) is withdrawn at once.
+  graceful restart on;
   ipv4 {{
     import filter calico_py_bgp_import;
     export filter calico_py_bgp_export;

@@ -168,7 +168,7 @@ class NodeDaemon:
             self.follower.learn(me)
         everyone = [n for n in nodes if n.name != name] + [me]
         self.routing.apply(me, everyone, owners, force)
-        self.dead.follow(everyone, alive)
+        self.dead.follow(everyone, alive, owners.values())
         if force or self._store_changed:
             self._store_changed = False
             self.mirror.apply(owned, self.follower.blocks())

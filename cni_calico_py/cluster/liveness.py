@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 
 from ..core.logs import log
 from ..datastore.backend import Backend
@@ -58,11 +59,15 @@ class DeadNodes:
         self._down_since: dict[str, float] = {}
         self._remover = False  # this node removes dead ones: the first live node by name
 
-    def follow(self, nodes: list[NodeRecord], alive: set[str]) -> None:
+    def follow(self, nodes: list[NodeRecord], alive: set[str], owners: Iterable[str] = ()) -> None:
         """Log nodes going down and up; after `dead_node_release_seconds` (if set) the first
-        live node in name order takes a dead one out of the registry and frees its blocks."""
+        live node in name order takes a dead one out of the registry and frees its blocks.
+
+        `owners`, the nodes that own blocks, count too: a node deleted from the cluster
+        (its Kubernetes Node gone, hence its record) would otherwise keep its blocks forever.
+        """
         now = time.monotonic()
-        names = {n.name for n in nodes}
+        names = {n.name for n in nodes} | set(owners)
         for name in sorted(names - alive - {self.nodename}):
             if name not in self._down_since:
                 self._down_since[name] = now

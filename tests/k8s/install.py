@@ -112,6 +112,7 @@ def installed_cluster(workdir: Path, images: list[Path], datastore: str,
         cluster = stack.enter_context(running_cluster(workdir, images, SANDBOX_IMAGE))
         etcd = None
         if datastore == "etcd":
+            (workdir / "etcd").mkdir()
             etcd = Etcd(cluster.underlay, workdir / "etcd" / "data")
             stack.callback(etcd.stop)
             etcd.start()

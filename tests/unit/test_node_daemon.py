@@ -128,6 +128,28 @@ def test_a_dead_node_is_removed_after_its_grace_and_its_blocks_freed(tmp_path, b
     assert backend.list(AFFINITY, node="n2").items == []
 
 
+def test_a_node_deleted_from_the_cluster_has_its_blocks_freed_after_the_grace(tmp_path, backend):
+    """Its Kubernetes Node deleted (its record gone) and its lease lapsed: its blocks must
+    not stay claimed for ever."""
+    n1 = daemon(tmp_path, backend, "n1", dead_node_release_seconds=0.05)
+    n2 = daemon(tmp_path, backend, "n2")
+    backend.liveness("n1", 10).renew()
+    lease2 = backend.liveness("n2", 10)
+    lease2.renew()
+    n2.sync()
+    n1.sync()
+    backend.delete(Key(NODE, "n2"), None)
+    lease2.release()
+    n1.refresh(watch=False)
+    n1.sync()
+    assert "n2" in set(BlockOwnership(backend).blocks().values())
+    time.sleep(0.1)
+    n1.refresh(watch=False)
+    n1.sync()
+    assert set(BlockOwnership(backend).blocks().values()) == {"n1"}
+    assert backend.list(AFFINITY, node="n2").items == []
+
+
 def test_a_block_listing_older_than_an_applied_event_loses_nothing(tmp_path, backend):
     """A node re-reads the blocks (its own claim, an ADD's); a block whose event its watch
     delivered while that listing was on its way must stay in its view."""
