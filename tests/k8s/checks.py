@@ -66,3 +66,19 @@ def datastore_allocations(kube: Installed) -> list[str]:
             if slot is not None:
                 found.append(str(network[index]))
     return found
+
+
+def block_owners(kube: Installed) -> dict[str, str]:
+    """Block CIDR -> the node its affinity names, as the datastore holds them."""
+    if kube.datastore == "kubernetes":
+        blocks = [item["spec"] for item in kube.cluster.get("ipamblocks")["items"]]
+    else:
+        assert kube.etcd is not None
+        listed = kube.etcd.etcdctl("get", "--prefix", "--print-value-only", "/calico-py/v1/blocks/")
+        blocks = [json.loads(line) for line in listed.splitlines() if line.strip()]
+    owners = {}
+    for spec in blocks:
+        owner = str(spec.get("affinity") or "").removeprefix("host:") or spec.get("node")
+        if owner and spec.get("cidr"):
+            owners[str(spec["cidr"])] = str(owner)
+    return owners

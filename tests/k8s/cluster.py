@@ -15,7 +15,10 @@ are NotReady.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -28,7 +31,7 @@ from tests.cluster.topology import Underlay, underlay
 from tests.controlplane import ControlPlane, running_control_plane
 from tests.netns import stop_process, wait_for
 
-from .node import GLOBAL_SYSCTLS, KubeNode
+from .node import GLOBAL_SYSCTLS, K8S_NAMESPACE, KubeNode
 
 POD_CIDR = "192.168.0.0/16"
 NODE_NAMES = ("node-a", "node-b", "node-c")
@@ -111,6 +114,7 @@ def running_cluster(workdir: Path, images: Sequence[Path], sandbox_image: str,
                     names: Sequence[str] = NODE_NAMES) -> Iterator[KubeCluster]:
     """The control plane and `names` nodes, all registered; everything removed on exit."""
     sysctls = {name: Path("/proc/sys", name).read_text() for name in GLOBAL_SYSCTLS}
+    cgroups = _containers_cgroups()
     with ExitStack() as stack:
         ul = stack.enter_context(underlay())
         # A node may join later (LATE_NODE); its token is made now.
@@ -120,7 +124,7 @@ def running_cluster(workdir: Path, images: Sequence[Path], sandbox_image: str,
         base = workdir / "k8s"
         base.mkdir(parents=True, exist_ok=True)
         cluster = KubeCluster(underlay=ul, control_plane=cp, base=base)
-        stack.callback(_stop_cluster, cluster, sysctls)
+        stack.callback(_stop_cluster, cluster, sysctls, cgroups)
         cluster.start_controller("kube-scheduler", [
             str(go_tool("kube-scheduler")), f"--kubeconfig={cp.kubeconfig}",
             f"--authentication-kubeconfig={cp.kubeconfig}",
@@ -145,7 +149,24 @@ def running_cluster(workdir: Path, images: Sequence[Path], sandbox_image: str,
         yield cluster
 
 
-def _stop_cluster(cluster: KubeCluster, sysctls: dict[str, str]) -> None:
+def _containers_cgroups() -> set[Path]:
+    return {path for path in Path("/sys/fs/cgroup").glob(f"*/{K8S_NAMESPACE}/*") if path.is_dir()}
+
+
+def _remove_new_cgroups(before: set[Path]) -> None:
+    """The cgroups the nodes' containers left (containerd 1.6 leaves some in the unified
+    hierarchy of a hybrid machine); the cluster's processes are all gone by now."""
+    for path in sorted(_containers_cgroups() - before, key=lambda p: len(p.parts), reverse=True):
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            wait_for(lambda p=path: not (p / "cgroup.procs").read_text().strip(),
+                     f"the processes in {path} to exit", timeout=10)
+            path.rmdir()
+
+
+def _stop_cluster(cluster: KubeCluster, sysctls: dict[str, str], cgroups: set[Path]) -> None:
     for node in cluster.nodes.values():
         try:
             node.stop()
@@ -153,6 +174,7 @@ def _stop_cluster(cluster: KubeCluster, sysctls: dict[str, str]) -> None:
             print(f"stopping {node.name}: {error}")
     for proc in cluster.processes.values():
         stop_process(proc)
+    _remove_new_cgroups(cgroups)
     for name, value in sysctls.items():
         path = Path("/proc/sys", name)
         if path.read_text() != value:

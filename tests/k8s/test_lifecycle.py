@@ -17,10 +17,10 @@ from tests.clients.node_runtime import SANDBOX_IMAGE
 from tests.netns import wait_for
 
 from .checks import (
+    block_owners,
     cali_links,
     datastore_allocations,
     datastore_handles,
-    owned_blocks,
     pod_routes,
     routes,
     store_addresses,
@@ -39,8 +39,15 @@ def _all_ping(kube: Installed, app: str) -> dict[str, str]:
     found = pods(kube.cluster, app)
     netns = {p.name: pod_netns(kube.cluster, p) for p in found}
     for source, target in itertools.permutations(found, 2):
-        assert _ping(netns[source.name], target.ip), f"{source.name} -> {target.name} ({target.ip})"
+        assert _ping(netns[source.name], target.ip), \
+            f"{source.name} -> {target.name} ({target.ip})\n{_routes_of(kube)}"
     return {p.name: p.ip for p in found}
+
+
+def _routes_of(kube: Installed) -> str:
+    """Every node's routing table, for a failure's message."""
+    return "\n".join(f"--- {node.name}\n{node.run('ip', 'route', check=False).stdout}"
+                     for node in kube.cluster.nodes.values())
 
 
 def _ping(netns: str, address: str, tries: int = 3) -> bool:
@@ -95,7 +102,7 @@ def test_drained_and_deleted_node_goes_and_a_new_node_joins(kube: Installed) -> 
     try:
         ready_pods(cluster, "drain", 6)
         gone = cluster.nodes["node-c"]
-        blocks = owned_blocks(gone)
+        blocks = [block for block, owner in block_owners(kube).items() if owner == gone.name]
         assert blocks
         cluster.kubectl("drain", gone.name, "--ignore-daemonsets", "--delete-emptydir-data",
                         "--force", "--timeout=120s", timeout=150)
@@ -109,8 +116,8 @@ def test_drained_and_deleted_node_goes_and_a_new_node_joins(kube: Installed) -> 
 
         def released() -> bool:
             routed = {r["dst"] for n in others for r in routes(n)}
-            return not any(str(block) in routed for block in blocks) and \
-                not any(_affinity(kube, gone.name))
+            return not any(block in routed for block in blocks) and \
+                gone.name not in block_owners(kube).values() and not _affinity(kube, gone.name)
         waited = wait_for(released, f"{gone.name}'s blocks to be released and unrouted",
                           timeout=120, interval=1)
         print(f"{kube.id}: {gone.name}'s blocks released and unrouted {waited:.1f} s after it went")
@@ -123,18 +130,19 @@ def test_drained_and_deleted_node_goes_and_a_new_node_joins(kube: Installed) -> 
         ready = time.monotonic() - started
 
         def routed_everywhere() -> bool:
-            mine = owned_blocks(late)
+            owners = block_owners(kube)
+            mine = [block for block, owner in owners.items() if owner == late.name]
             if not mine:
                 return False
             for node in others:
-                theirs = {r["dst"] for r in routes(node)}
-                if not all(str(block) in theirs for block in mine):
+                if not all(block in {r["dst"] for r in routes(node)} for block in mine):
                     return False
-                if not all(str(block) in {r["dst"] for r in routes(late)}
-                           for block in owned_blocks(node)):
-                    return False
-            return True
-        wait_for(routed_everywhere, f"{late.name} routed everywhere", timeout=120, interval=0.2)
+            theirs = [block for block, owner in owners.items() if owner != late.name]
+            return all(block in {r["dst"] for r in routes(late)} for block in theirs)
+        try:
+            wait_for(routed_everywhere, f"{late.name} routed everywhere", timeout=120, interval=0.2)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{_routes_of(kube)}") from None
         print(f"{kube.id}: node join (kubelet start) to Ready {ready:.1f} s, to routes "
               f"everywhere {time.monotonic() - started:.1f} s")
         cluster.kubectl("scale", "deployment", "drain", "--replicas=8")
