@@ -10,6 +10,11 @@ if sys.argv[1:2] == ["cluster"]:
 
     raise SystemExit(cluster_main(sys.argv[2:]))
 
+if sys.argv[1:2] == ["k8s"]:
+    from bench.k8s import main as k8s_main
+
+    raise SystemExit(k8s_main(sys.argv[2:]))
+
 from bench.run import main
 
 raise SystemExit(main())

@@ -64,8 +64,10 @@ def _parser(program: str) -> argparse.ArgumentParser:
                        f"(also ${REPAIR_ENV}=off; default: repair)")
     node = sub.add_parser(
         "node", help="cluster mode: run the node daemon, show the cluster, detect the node IP")
-    node.add_argument("action", choices=["run", "status", "detect-ip", "leave", "config"],
+    node.add_argument("action", choices=["run", "status", "ready", "detect-ip", "leave", "config"],
                       help="run: register and keep this node's blocks; status: nodes, IPs, blocks; "
+                      "ready: exit 0 once this node has a block and, in BGP modes, every BGP "
+                      "session is established (a readiness probe: it asks the datastore nothing); "
                       "detect-ip: print the node IP autodetection's answer; leave NAME: take a "
                       "node out of the registry and give its blocks back; config: the effective "
                       "settings and where each came from (the file, a Calico environment "
@@ -185,6 +187,10 @@ def _node(options: argparse.Namespace, stdout: TextIO) -> int:
             return _write_node_config(conf.model_dump(mode="json"), sources, options.json, stdout)
         if options.action == "status":
             return status.write(status.gather(conf), options.json, stdout)
+        if options.action == "ready":
+            problems = status.not_ready(conf)
+            stdout.write("; ".join(problems) + "\n" if problems else "ready\n")
+            return 1 if problems else 0
         if options.action == "leave":
             if not options.name:
                 raise CNIError(Code.INVALID_NETWORK_CONFIG, "node leave needs the node's name")

@@ -21,6 +21,25 @@ def bgp_peer_states(conf: ClusterConfig) -> dict[str, str]:
     return Bird(conf.bird_dir).peer_states() if uses_bird(conf.routing_mode) else {}
 
 
+def not_ready(conf: ClusterConfig) -> list[str]:
+    """Why this node cannot serve pods yet (nothing: it can), from its own files and BIRD
+    only, so a readiness probe asks the datastore nothing: no block claimed yet; in BGP
+    modes, BIRD down or a session to a peer not established (as Calico's bird-ready)."""
+    local = node_state.read(conf.state_file)
+    problems = [] if local and local.blocks else ["no block claimed yet (the node state has none)"]
+    if uses_bird(conf.routing_mode):
+        from .bird import Bird
+
+        bird = Bird(conf.bird_dir)
+        if not bird.running():
+            problems.append("BIRD is not running")
+        else:
+            down = sorted(ip for ip, state in bird.peer_states().items() if state != "Established")
+            if down:
+                problems.append(f"BGP not established with {', '.join(down)}")
+    return problems
+
+
 def gather(conf: ClusterConfig) -> dict[str, Any]:
     local = node_state.read(conf.state_file)
     report: dict[str, Any] = {

@@ -82,3 +82,16 @@ def block_owners(kube: Installed) -> dict[str, str]:
         if owner and spec.get("cidr"):
             owners[str(spec["cidr"])] = str(owner)
     return owners
+
+
+def routed_everywhere(kube: Installed, node: KubeNode) -> bool:
+    """Whether every other node routes `node`'s blocks and `node` routes theirs."""
+    owners = block_owners(kube)
+    mine = [block for block, owner in owners.items() if owner == node.name]
+    if not mine:
+        return False
+    for other in kube.cluster.nodes.values():
+        if other is not node and not all(block in {r["dst"] for r in routes(other)} for block in mine):
+            return False
+    theirs = [block for block, owner in owners.items() if owner != node.name]
+    return all(block in {r["dst"] for r in routes(node)} for block in theirs)

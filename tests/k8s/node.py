@@ -203,11 +203,11 @@ class KubeNode:
         assert self.holder is not None
         return Path(f"/proc/{self.holder.pid}/root{path}")
 
-    def _start(self, name: str, argv: list[str]) -> None:
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with (self.base / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 [*self.enter(), *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)
+                start_new_session=True, env={**os.environ, **(env or {})})
 
     def _alive(self, name: str) -> bool:
         proc = self.processes.get(name)
@@ -223,11 +223,13 @@ class KubeNode:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     # -- containerd -----------------------------------------------------------
-    def start_containerd(self) -> None:
+    def start_containerd(self, env: dict[str, str] | None = None) -> None:
+        """containerd; `env` is what the CNI plugins it runs get on top of this process's."""
         config = self.base / "containerd.toml"
         config.write_text(CONTAINERD_CONFIG.format(socket=CONTAINERD_SOCKET,
                                                    sandbox_image=self.sandbox_image))
-        self._start("containerd", [require("containerd", "containerd"), "--config", str(config)])
+        self._start("containerd", [require("containerd", "containerd"), "--config", str(config)],
+                    env)
         wait_for(lambda: self._alive("containerd") and self.ctr("version", check=False).returncode == 0,
                  f"containerd on {self.name}", timeout=30, interval=0.2)
 
@@ -238,12 +240,12 @@ class KubeNode:
     def import_image(self, tar_path: Path) -> None:
         self.ctr("images", "import", str(tar_path))
 
-    def restart_containerd(self) -> None:
+    def restart_containerd(self, env: dict[str, str] | None = None) -> None:
         """The daemon alone: the shims, hence the pods, live on."""
         proc = self.processes.pop("containerd", None)
         if proc is not None:
             stop_process(proc)
-        self.start_containerd()
+        self.start_containerd(env)
 
     # -- kubelet --------------------------------------------------------------
     def start_kubelet(self, exe: Path) -> None:

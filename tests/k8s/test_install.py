@@ -21,7 +21,7 @@ from .checks import (
     store_addresses,
 )
 from .install import Installed
-from .workloads import deployment, http_get, ping, pod_netns, pods, ready_pods, service
+from .workloads import deployment, http_get, ping, pod_netns, pods, ready_pods, service, time_to_running
 
 pytestmark = pytest.mark.parametrize(
     "kube", [("kubernetes", "bgp"), ("kubernetes", "vxlan"), ("etcd", "vxlan"), ("etcd", "bgp")],
@@ -58,7 +58,7 @@ def test_scale_to_60_and_back_releases_everything(kube: Installed) -> None:
     try:
         started = time.monotonic()
         cluster.kubectl("scale", "deployment", "scale", "--replicas=60")
-        running = _time_to_running(kube, "scale", 60, started)
+        running = time_to_running(cluster, "scale", 60, started)
         found = pods(cluster, "scale")
         assert len({p.ip for p in found}) == 60
         print(f"{kube.id}: 60 pods Running, p50 {_pct(running, 50):.2f} s, "
@@ -72,20 +72,6 @@ def test_scale_to_60_and_back_releases_everything(kube: Installed) -> None:
         assert store_addresses(node) == [], node.name
     wait_for(lambda: not datastore_handles(kube) and not datastore_allocations(kube),
              "the datastore to hold no address", timeout=30, interval=0.5)
-
-
-def _time_to_running(kube: Installed, app: str, count: int, started: float) -> list[float]:
-    """Seconds from `started` until each pod was first seen Running."""
-    seen: dict[str, float] = {}
-    deadline = started + 300
-    while len(seen) < count:
-        now = time.monotonic()
-        for pod in pods(kube.cluster, app):
-            if pod.phase == "Running" and pod.name not in seen:
-                seen[pod.name] = now - started
-        assert now < deadline, f"{len(seen)} of {count} pods Running after 300 s"
-        time.sleep(0.2)
-    return sorted(seen.values())
 
 
 def _pct(values: list[float], pct: int) -> float:

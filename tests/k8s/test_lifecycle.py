@@ -22,6 +22,7 @@ from .checks import (
     datastore_allocations,
     datastore_handles,
     pod_routes,
+    routed_everywhere,
     routes,
     store_addresses,
 )
@@ -129,18 +130,9 @@ def test_drained_and_deleted_node_goes_and_a_new_node_joins(kube: Installed) -> 
         cluster.wait_nodes_ready([late.name], timeout=180)
         ready = time.monotonic() - started
 
-        def routed_everywhere() -> bool:
-            owners = block_owners(kube)
-            mine = [block for block, owner in owners.items() if owner == late.name]
-            if not mine:
-                return False
-            for node in others:
-                if not all(block in {r["dst"] for r in routes(node)} for block in mine):
-                    return False
-            theirs = [block for block, owner in owners.items() if owner != late.name]
-            return all(block in {r["dst"] for r in routes(late)} for block in theirs)
         try:
-            wait_for(routed_everywhere, f"{late.name} routed everywhere", timeout=120, interval=0.2)
+            wait_for(lambda: routed_everywhere(kube, late), f"{late.name} routed everywhere",
+                     timeout=120, interval=0.2)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{_routes_of(kube)}") from None
         print(f"{kube.id}: node join (kubelet start) to Ready {ready:.1f} s, to routes "

@@ -124,3 +124,18 @@ def http_get(netns: str, host: str, port: int, timeout: float = 3.0) -> str | No
             return None
     head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
     return body.strip() if " 200 " in head.split("\r\n", 1)[0] else None
+
+
+def time_to_running(cluster: KubeCluster, app: str, count: int, started: float,
+                    timeout: float = 300) -> list[float]:
+    """Seconds from `started` (monotonic) until each of `count` pods was first seen Running."""
+    seen: dict[str, float] = {}
+    while len(seen) < count:
+        now = time.monotonic()
+        for pod in pods(cluster, app):
+            if pod.phase == "Running" and pod.name not in seen:
+                seen[pod.name] = now - started
+        if now > started + timeout:
+            raise AssertionError(f"{len(seen)} of {count} pods Running after {timeout:g} s")
+        time.sleep(0.2)
+    return sorted(seen.values())

@@ -185,3 +185,15 @@ def test_an_idle_extra_block_goes_back_and_the_home_block_stays(tmp_path, backen
         n1.idle.release()
     assert BlockOwnership(backend).owned("n1", IPv4Network(POOL)) == [home]
     assert node_state.read(str(state_file)).networks == [home]  # type: ignore[union-attr]
+
+
+def test_node_ready_wants_a_block_and_in_bgp_modes_bird(tmp_path: Path, backend: MemoryBackend):
+    from cni_calico_py.cluster.status import not_ready
+
+    vxlan = daemon(tmp_path, backend, "n1", encapsulation="VXLAN")
+    assert not_ready(vxlan.conf) == ["no block claimed yet (the node state has none)"]
+    vxlan.sync()
+    assert not_ready(vxlan.conf) == []
+    bgp = ClusterConfig.model_validate({**vxlan.conf.model_dump(mode="json"), "encapsulation": "Off",
+                                        "bird_dir": str(tmp_path / "no-bird")})
+    assert not_ready(bgp) == ["BIRD is not running"]
