@@ -42,7 +42,12 @@ def main() -> int:
             print(f"{image.name}: {image.stat().st_size / 2**20:.1f} MiB")
         step(f"cluster: control plane and three nodes; plugin installed with kubectl apply "
              f"({options.datastore} datastore, {options.mode})")
-        with installed_cluster(work, images, options.datastore, options.mode) as kube:
+        def before_install(cluster: KubeCluster) -> None:
+            show(cluster, "get", "nodes")
+            step("the plugin: calico-py-settings, then kubectl apply -f conf/kubernetes/calico-py.yaml")
+
+        with installed_cluster(work, images, options.datastore, options.mode,
+                               before_install) as kube:
             cluster = kube.cluster
             show(cluster, "get", "nodes", "-o", "wide")
             show(cluster, "-n", "calico-py-system", "get", "daemonset,pods", "-o", "wide")

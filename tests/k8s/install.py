@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,10 +104,12 @@ def build_images(build: Path, base: Path) -> list[Path]:
 
 
 @contextmanager
-def installed_cluster(workdir: Path, images: list[Path], datastore: str,
-                      mode: str) -> Iterator[Installed]:
+def installed_cluster(workdir: Path, images: list[Path], datastore: str, mode: str,
+                      before_install: Callable[[KubeCluster], None] | None = None,
+                      ) -> Iterator[Installed]:
     """The three-node cluster with the plugin installed (`datastore`: kubernetes or etcd;
-    `mode`: bgp or vxlan), every node Ready; everything removed on exit."""
+    `mode`: bgp or vxlan), every node Ready; everything removed on exit.
+    `before_install` sees the cluster with its nodes registered and NotReady."""
     with ExitStack() as stack:
         cluster = stack.enter_context(running_cluster(workdir, images, SANDBOX_IMAGE))
         etcd = None
@@ -116,6 +118,8 @@ def installed_cluster(workdir: Path, images: list[Path], datastore: str,
             etcd = Etcd(cluster.underlay, workdir / "etcd" / "data")
             stack.callback(etcd.stop)
             etcd.start()
+        if before_install is not None:
+            before_install(cluster)
         install_plugin(cluster, settings_for(datastore, mode, etcd))
         try:
             wait_installed(cluster)
