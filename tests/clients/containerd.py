@@ -23,6 +23,9 @@ RUN_CONTAINERD = Path("/run/containerd")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 K8S_NAMESPACE = "k8s.io"
 
+# `netns_under_state`: "true" keeps pods' network namespaces under the state dir;
+# "false" puts them where runtimes put them, /var/run/netns (a node with a mount
+# namespace of its own, tests/k8s).
 CONFIG = """\
 version = 2
 root = "{root}"
@@ -51,7 +54,7 @@ disabled_plugins = [
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
-  netns_mounts_under_state_dir = true
+  netns_mounts_under_state_dir = {netns_under_state}
   restrict_oom_score_adj = true
   enable_selinux = false
   stream_server_address = "127.0.0.1"
@@ -97,7 +100,7 @@ class Containerd:
         self.config.write_text(CONFIG.format(
             root=self.base / "root", state=self.base / "state", socket=self.socket,
             sandbox_image=self.sandbox_image, cni_bin_dir=self.cni_bin_dir,
-            cni_conf_dir=self.cni_conf_dir,
+            cni_conf_dir=self.cni_conf_dir, netns_under_state="true",
         ))
         with self.log.open("ab") as log:
             prefix = [require("nsenter", "util-linux"), f"--net={self.netns}"] if self.netns else []

@@ -12,11 +12,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.clients.kubelet.kubelet import http_get
 from tests.netns import wait_for
 
 from .cluster import KubeCluster
 from .install import build_images, installed_cluster
-from .workloads import deployment, http_get, ping, pod_netns, ready_pods, service
+from .workloads import deployment, ping, pod_netns, ready_pods, service
 
 
 def step(title: str) -> None:

@@ -25,8 +25,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.clients.containerd import CONFIG as CONTAINERD_CONFIG
 from tests.clients.containerd import _remove_cgroups
 from tests.clients.helpers import require
+from tests.clients.kubelet.kubelet import COMMON_CONFIG
 from tests.netns import inside, stop_process, wait_for
 
 # What kubelet changes on the machine as a whole, restored when the last one stops.
@@ -40,74 +42,11 @@ K8S_NAMESPACE = "k8s.io"
 REFERENCE_PLUGINS = ("loopback", "portmap")
 REFERENCE_DIR = Path("/usr/lib/cni")
 
-CONTAINERD_CONFIG = """\
-version = 2
-root = "/var/lib/containerd"
-state = "/run/containerd"
-oom_score = 0
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-
-[grpc]
-  address = "{socket}"
-
-[debug]
-  level = "info"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox_image}"
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/opt/cni/bin"
-    conf_dir = "/etc/cni/net.d"
-    max_conf_num = 1
-"""
-
-KUBELET_CONFIG = """\
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
+# Registered with the API server: no static pods; no resolv.conf (nothing resolves here).
+KUBELET_CONFIG = COMMON_CONFIG + """\
 syncFrequency: 5s
 nodeStatusUpdateFrequency: 5s
-failCgroupV1: false
-cgroupDriver: cgroupfs
-cgroupsPerQOS: false
-enforceNodeAllocatable: []
-failSwapOn: false
-address: {address}
-port: 10250
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-readOnlyPort: 0
 resolvConf: ""
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-evictionHard:
-  memory.available: 1Mi
-  nodefs.available: 1%
-  imagefs.available: 1%
-  nodefs.inodesFree: 1%
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-serializeImagePulls: false
 maxPods: 110
 """
 
@@ -226,8 +165,10 @@ class KubeNode:
     def start_containerd(self, env: dict[str, str] | None = None) -> None:
         """containerd; `env` is what the CNI plugins it runs get on top of this process's."""
         config = self.base / "containerd.toml"
-        config.write_text(CONTAINERD_CONFIG.format(socket=CONTAINERD_SOCKET,
-                                                   sandbox_image=self.sandbox_image))
+        config.write_text(CONTAINERD_CONFIG.format(
+            root="/var/lib/containerd", state="/run/containerd", socket=CONTAINERD_SOCKET,
+            sandbox_image=self.sandbox_image, cni_bin_dir="/opt/cni/bin",
+            cni_conf_dir="/etc/cni/net.d", netns_under_state="false"))
         self._start("containerd", [require("containerd", "containerd"), "--config", str(config)],
                     env)
         wait_for(lambda: self._alive("containerd") and self.ctr("version", check=False).returncode == 0,

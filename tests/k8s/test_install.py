@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.clients.kubelet.kubelet import http_get
 from tests.netns import wait_for
 
 from .checks import (
@@ -21,7 +22,7 @@ from .checks import (
     store_addresses,
 )
 from .install import Installed
-from .workloads import deployment, http_get, ping, pod_netns, pods, ready_pods, service, time_to_running
+from .workloads import deployment, ping, pod_netns, pods, ready_pods, service, time_to_running
 
 pytestmark = pytest.mark.parametrize(
     "kube", [("kubernetes", "bgp"), ("kubernetes", "vxlan"), ("etcd", "vxlan"), ("etcd", "bgp")],

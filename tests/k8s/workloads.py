@@ -8,13 +8,10 @@ own tools and nothing needs `kubectl exec`.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from tests.netns import inside
 
 if TYPE_CHECKING:
     from .cluster import KubeCluster
@@ -108,22 +105,6 @@ def pod_netns(cluster: KubeCluster, pod: Pod) -> str:
 def ping(netns: str, address: str, count: int = 1) -> bool:
     return subprocess.run(["nsenter", f"--net={netns}", "ping", "-c", str(count), "-W", "2",
                            "-q", address], capture_output=True).returncode == 0
-
-
-def http_get(netns: str, host: str, port: int, timeout: float = 3.0) -> str | None:
-    """The body of GET / from inside `netns`, None when nothing answers with 200."""
-    with inside(netns):
-        try:
-            with socket.create_connection((host, port), timeout=timeout) as conn:
-                conn.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-                conn.settimeout(timeout)
-                data = b""
-                while chunk := conn.recv(65536):
-                    data += chunk
-        except OSError:
-            return None
-    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-    return body.strip() if " 200 " in head.split("\r\n", 1)[0] else None
 
 
 def time_to_running(cluster: KubeCluster, app: str, count: int, started: float,

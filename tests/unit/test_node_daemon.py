@@ -108,7 +108,8 @@ def test_a_full_pool_is_said_plainly(tmp_path: Path, backend: MemoryBackend):
         daemon(tmp_path, backend, "n1").sync()
 
 
-def test_a_dead_node_is_removed_after_its_grace_and_its_blocks_freed(tmp_path, backend):
+def two_nodes(tmp_path: Path, backend: MemoryBackend) -> tuple[NodeDaemon, Any]:
+    """n1, which removes nodes dead for 0.05 s, and n2's lease; both nodes joined."""
     n1 = daemon(tmp_path, backend, "n1", dead_node_release_seconds=0.05)
     n2 = daemon(tmp_path, backend, "n2")
     backend.liveness("n1", 10).renew()
@@ -116,6 +117,11 @@ def test_a_dead_node_is_removed_after_its_grace_and_its_blocks_freed(tmp_path, b
     lease2.renew()
     n2.sync()
     n1.sync()
+    return n1, lease2
+
+
+def test_a_dead_node_is_removed_after_its_grace_and_its_blocks_freed(tmp_path, backend):
+    n1, lease2 = two_nodes(tmp_path, backend)
     lease2.release()  # n2 died: its liveness lapsed
     n1.refresh(watch=False)
     n1.sync()
@@ -131,13 +137,7 @@ def test_a_dead_node_is_removed_after_its_grace_and_its_blocks_freed(tmp_path, b
 def test_a_node_deleted_from_the_cluster_has_its_blocks_freed_after_the_grace(tmp_path, backend):
     """Its Kubernetes Node deleted (its record gone) and its lease lapsed: its blocks must
     not stay claimed for ever."""
-    n1 = daemon(tmp_path, backend, "n1", dead_node_release_seconds=0.05)
-    n2 = daemon(tmp_path, backend, "n2")
-    backend.liveness("n1", 10).renew()
-    lease2 = backend.liveness("n2", 10)
-    lease2.renew()
-    n2.sync()
-    n1.sync()
+    n1, lease2 = two_nodes(tmp_path, backend)
     backend.delete(Key(NODE, "n2"), None)
     lease2.release()
     n1.refresh(watch=False)

@@ -34,19 +34,17 @@ PRIVATE_MOUNTS = {"/var/lib": "var-lib", "/var/log": "var-log"}
 # kubelet's syncFrequency: within it, a pod kubelet thinks lost is re-created.
 SYNC_SECONDS = 5
 
-CONFIG = """\
+# What every test kubelet runs with on a cgroup v1 machine, in a node namespace
+# (tests/k8s's kubelets too): `address` is where its API (10250) listens.
+COMMON_CONFIG = """\
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-staticPodPath: {manifests}
-fileCheckFrequency: 1s
-syncFrequency: {sync}s
-podLogsDir: {pod_logs}
 failCgroupV1: false
 cgroupDriver: cgroupfs
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 failSwapOn: false
-address: 127.0.0.1
+address: {address}
 port: 10250
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
@@ -66,6 +64,13 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+"""
+
+CONFIG = COMMON_CONFIG.format(address="127.0.0.1") + """\
+staticPodPath: {manifests}
+fileCheckFrequency: 1s
+syncFrequency: {sync}s
+podLogsDir: {pod_logs}
 """
 
 
