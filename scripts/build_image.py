@@ -280,6 +280,18 @@ def bird_programs() -> list[Path]:
 
 # --- the root filesystem ---
 
+def install_busybox(rootfs: Path, busybox: Path) -> None:
+    """/bin/busybox and a link to it for each applet that /bin does not have already."""
+    _mkdirs(rootfs / "bin")
+    shutil.copy2(busybox, rootfs / "bin" / "busybox")
+    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        link = rootfs / "bin" / applet
+        if applet != "busybox" and not link.exists():
+            link.symlink_to("busybox")
+
+
 def _relative_link(link: Path, rootfs: Path, target: str) -> None:
     """`link` -> `target` (an absolute path in the image), as a relative link.
 
@@ -312,13 +324,7 @@ def make_rootfs(rootfs: Path, app: Path) -> int:
         _relative_link(rootfs / BIN_DIR.lstrip("/") / program, rootfs,
                        f"{APP_DIR}/{NAME}.d/{LAUNCHER}")
 
-    shutil.copy2(busybox, rootfs / "bin" / "busybox")
-    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for applet in applets:
-        link = rootfs / "bin" / applet
-        if applet != "busybox" and not link.exists():
-            link.symlink_to("busybox")
+    install_busybox(rootfs, busybox)
 
     for bird in birds:
         copy_host_path(rootfs, str(bird))

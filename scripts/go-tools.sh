@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds pinned upstream Go programs from the Go module proxy and prints their paths.
 #
-#   scripts/go-tools.sh cnitool|crictl|critest|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kube-proxy|kubelet|all ...
+#   scripts/go-tools.sh cnitool|crictl|critest|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kube-proxy|kubelet|e2e.test|ginkgo|agnhost|coredns|all ...
 #
 # Versions: scripts/go-tools.versions. Everything goes to a cache outside the
 # repository, CALICO_PY_GO_TOOLS (default /var/cache/calico-py/go-tools):
@@ -19,7 +19,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 CACHE="$(realpath -m "${CALICO_PY_GO_TOOLS:-/var/cache/calico-py/go-tools}")"
 GO="${GO:-/usr/local/go/bin/go}"
 PROGRAMS=(cnitool crictl critest etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy
-          kubelet)
+          kubelet e2e.test ginkgo agnhost coredns)
 
 export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOPATH="$CACHE/gopath"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 GOWORK=off
@@ -39,8 +39,9 @@ version_of() {
         cnitool) echo "$CNI_VERSION" ;;
         crictl | critest) echo "$CRI_TOOLS_VERSION" ;;
         etcd) echo "$ETCD_VERSION" ;;
-        kube-*) echo "$KUBERNETES_VERSION" ;;
-        kubelet) echo "$KUBERNETES_VERSION" ;;
+        kube-* | kubelet | e2e.test | agnhost) echo "$KUBERNETES_VERSION" ;;
+        ginkgo) echo "$GINKGO_VERSION" ;;
+        coredns) echo "$COREDNS_VERSION" ;;
     esac
 }
 
@@ -135,6 +136,30 @@ build() {
             (cd "$mod" && "$GO" build -trimpath -ldflags "$(kubernetes_ldflags)" -o "$out" \
                 "k8s.io/kubernetes/cmd/$program")
             ;;
+        e2e.test)
+            # The upstream end-to-end suite: a Ginkgo test binary, as the release's Makefile builds it.
+            src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")" || return
+            mod="$CACHE/$program/$KUBERNETES_VERSION/module"
+            (kubernetes_module e2e "$src" "$mod") || return
+            (cd "$mod" && "$GO" test -c -trimpath -ldflags "$(kubernetes_ldflags)" -o "$out" \
+                k8s.io/kubernetes/test/e2e)
+            ;;
+        ginkgo)
+            # The runner that spreads e2e.test's specs over parallel processes.
+            src="$(module_dir "github.com/onsi/ginkgo/v2@$GINKGO_VERSION")" || return
+            (cd "$src" && "$GO" build -trimpath -o "$out" ./ginkgo)
+            ;;
+        agnhost)
+            src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")" || return
+            mod="$CACHE/$program/$KUBERNETES_VERSION/module"
+            (kubernetes_module agnhost "$src" "$mod") || return
+            (cd "$mod" && "$GO" build -trimpath -o "$out" k8s.io/kubernetes/test/images/agnhost)
+            ;;
+        coredns)
+            # Built in its own module directory, so that its go.mod's replace lines apply.
+            src="$(module_dir "github.com/coredns/coredns@$COREDNS_VERSION")" || return
+            (cd "$src" && "$GO" build -trimpath -o "$out" .)
+            ;;
     esac
 }
 
@@ -174,7 +199,7 @@ for arg in "$@"; do
     case "$arg" in
         all) wanted+=("${PROGRAMS[@]}") ;;
         cnitool | crictl | critest | etcd | kube-apiserver | kube-controller-manager | kube-scheduler \
-            | kube-proxy | kubelet) wanted+=("$arg") ;;
+            | kube-proxy | kubelet | e2e.test | ginkgo | agnhost | coredns) wanted+=("$arg") ;;
         *) usage ;;
     esac
 done

@@ -25,6 +25,9 @@ APT_PACKAGES=(
     iputils-ping
     iproute2
     util-linux                    # unshare, for `ctr run --cni` in a private mount namespace
+    curl                          # the e2e images' tools (scripts/build_e2e_images.py): curl,
+    netcat-openbsd                #   nc,
+    bind9-dnsutils                #   dig
 )
 PIP_PACKAGES=(
     grpcio==1.85.1

@@ -42,11 +42,17 @@ K8S_NAMESPACE = "k8s.io"
 REFERENCE_PLUGINS = ("loopback", "portmap")
 REFERENCE_DIR = Path("/usr/lib/cni")
 
-# Registered with the API server: no static pods; no resolv.conf (nothing resolves here).
-KUBELET_CONFIG = COMMON_CONFIG + """\
+# The cluster's DNS Service (tests/k8s/coredns.yaml), where a cluster runs one.
+CLUSTER_DNS = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+# Registered with the API server: no static pods; no resolv.conf of the node's (nothing
+# outside resolves here); pods ask the cluster's DNS.
+KUBELET_CONFIG = COMMON_CONFIG + f"""\
 syncFrequency: 5s
 nodeStatusUpdateFrequency: 5s
 resolvConf: ""
+clusterDNS: [{CLUSTER_DNS}]
+clusterDomain: {CLUSTER_DOMAIN}
 maxPods: 110
 """
 
