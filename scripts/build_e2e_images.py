@@ -7,7 +7,8 @@ No registry is reachable from these machines, so every image the chosen specs
 pull is made here, under the exact name the release's image manifest gives it
 (read from `e2e.test --list-images`, so a new release cannot drift from it):
 
-    agnhost            the release's agnhost at /agnhost (and /agnhost-2), busybox's
+    agnhost            the release's agnhost at /agnhost (and /agnhost-2), porter's
+                       TLS certificate (localhost.crt, .key) beside it, busybox's
                        applets, and the tools the specs run in it, Debian's: curl,
                        nc (OpenBSD's, as in the real image), ip, ss, dig, bash (also
                        as sh), getent; the user 1000 and group 50000 the real image defines
@@ -128,6 +129,13 @@ def agnhost_rootfs(rootfs: Path, agnhost: Path) -> None:
     (rootfs / "agnhost").write_bytes(agnhost.read_bytes())
     (rootfs / "agnhost").chmod(0o755)
     (rootfs / "agnhost-2").symlink_to("agnhost")
+    # porter's TLS certificate and key, at / as in the real image.
+    for name in ("localhost.crt", "localhost.key"):
+        source = agnhost.parent / name
+        if not source.is_file():
+            raise BuildError(f"{source} is missing: scripts/go-tools.sh agnhost puts it there")
+        (rootfs / name).write_bytes(source.read_bytes())
+        (rootfs / name).chmod(0o644)
     for sub in ("uploads", "home/user-defined-in-image"):
         _mkdirs(rootfs / sub)
 

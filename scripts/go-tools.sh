@@ -153,7 +153,10 @@ build() {
             src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")" || return
             mod="$CACHE/$program/$KUBERNETES_VERSION/module"
             (kubernetes_module agnhost "$src" "$mod") || return
-            (cd "$mod" && "$GO" build -trimpath -o "$out" k8s.io/kubernetes/test/images/agnhost)
+            (cd "$mod" && "$GO" build -trimpath -o "$out" k8s.io/kubernetes/test/images/agnhost) || return
+            # The image's porter serves TLS with the certificate the release ships beside it.
+            install -m 0644 "$src/test/images/agnhost/porter/localhost.crt" \
+                "$src/test/images/agnhost/porter/localhost.key" "$(dirname "$out")/"
             ;;
         coredns)
             # Built in its own module directory, so that its go.mod's replace lines apply.
@@ -161,6 +164,12 @@ build() {
             (cd "$src" && "$GO" build -trimpath -o "$out" .)
             ;;
     esac
+}
+
+# Whether PROGRAM's build is all there (agnhost's includes porter's certificate).
+built() {
+    [ -x "$2" ] || return 1
+    [ "$1" != agnhost ] || [ -f "$(dirname "$2")/localhost.key" ]
 }
 
 ensure() {
@@ -173,7 +182,7 @@ ensure() {
     # One build at a time per program and version; a second caller waits, then finds it.
     exec {lock}>"$dir/.lock"
     flock "$lock"
-    if [ ! -x "$bin" ]; then
+    if ! built "$program" "$bin"; then
         command -v "$GO" >/dev/null \
             || die "building $program $version: no Go at $GO (Go 1.26 is needed; set GO)"
         echo "go-tools.sh: building $program $version into $dir (log: $log)" >&2
