@@ -1,6 +1,7 @@
-"""After the clusters (test_install, test_lifecycle) are gone, so is everything they made.
+"""After the clusters (test_conformance, test_install, test_lifecycle) are gone, so is
+everything they made.
 
-pytest runs this module after those two: their module-scoped clusters have been
+pytest runs this module after those three: their module-scoped clusters have been
 torn down by then.
 """
 
