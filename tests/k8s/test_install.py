@@ -45,6 +45,10 @@ def test_pods_reach_each_other_and_a_service(kube: Installed) -> None:
             assert ping(netns[source.name], target.ip), f"{source.name} -> {target.name} ({target.ip})"
         cluster_ip = cluster.get("service", "web")["spec"]["clusterIP"]
         names = {p.name for p in found}
+        # kube-proxy programs a new Service a moment after the API has it, on every node.
+        for node in cluster.nodes.values():
+            wait_for(lambda n=node: http_get(n.netns, cluster_ip, 80) in names,
+                     f"kube-proxy on {node.name} to serve {cluster_ip}", timeout=30, interval=0.5)
         for pod in found:
             assert http_get(netns[pod.name], cluster_ip, 80) in names, f"from pod {pod.name}"
         for node in cluster.nodes.values():
