@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ def e2e_images(out: Path) -> tuple[list[Path], str]:
     return [Path(path) for path in made.values()], coredns
 
 
-@contextmanager
+@contextlib.contextmanager
 def pods_routed_from_control_plane(kube: Installed, interval: float = 2.0) -> Iterator[None]:
     """The underlay (the control plane's network) routes each block to the node that owns it.
 
